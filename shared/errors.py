@@ -1,0 +1,205 @@
+"""The one exception tree of imgq. Every job failure carries exactly one of these codes.
+
+    ImgqError                          code            retryable
+    ├── RetryableError                 (retrying may help; the worker backs off and tries again)
+    │   ├── RateLimitedError           rate_limited         (429 rate_limit_exceeded; honours retry_after)
+    │   ├── UpstreamServerError        api_error            (5xx from the API)
+    │   ├── UpstreamTimeoutError       timeout
+    │   ├── UpstreamConnectionError    connection_error
+    │   ├── CapacityWaitTimeoutError   capacity_timeout     (the limiter gave no capacity in time)
+    │   └── StorageUnavailableError    storage_unavailable  (Redis/S3 could not be reached)
+    └── PermanentError                 (retrying cannot help; the job fails at once, no API call spent)
+        ├── InvalidJobError            invalid_job
+        ├── PromptContainsImageError   prompt_contains_image
+        ├── ImageError
+        │   ├── InvalidImageError          invalid_image
+        │   ├── UnsupportedImageFormatError unsupported_image_format
+        │   ├── ImageTooLargeError         image_too_large
+        │   ├── ImageFetchError            image_fetch_failed
+        │   └── ImageUrlForbiddenError     image_url_forbidden   (SSRF guard)
+        ├── ImageNotFoundError         image_not_found      (stored image expired or missing)
+        ├── RequestTooLargeError       request_too_large    (can never fit the TPM limit)
+        ├── InsufficientQuotaError     insufficient_quota
+        ├── BadRequestError            bad_request          (other 400s; `code` keeps the API's own code)
+        ├── AuthenticationError        authentication_error (401)
+        ├── PermissionDeniedError      permission_denied    (403)
+        ├── NotFoundError              model_not_found      (404)
+        └── OutputParseError           output_parse_error   (structured output was not valid JSON)
+
+Example:
+    >>> try:
+    ...     raise InvalidImageError("the file is empty (0 bytes)")
+    ... except ImgqError as exc:
+    ...     (exc.code, exc.retryable)
+    ('invalid_image', False)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "CapacityWaitTimeoutError",
+    "ImageError",
+    "ImageFetchError",
+    "ImageNotFoundError",
+    "ImageTooLargeError",
+    "ImageUrlForbiddenError",
+    "ImgqError",
+    "InsufficientQuotaError",
+    "InvalidImageError",
+    "InvalidJobError",
+    "NotFoundError",
+    "OutputParseError",
+    "PermanentError",
+    "PermissionDeniedError",
+    "PromptContainsImageError",
+    "RateLimitedError",
+    "RequestTooLargeError",
+    "RetryableError",
+    "StorageUnavailableError",
+    "UnsupportedImageFormatError",
+    "UpstreamConnectionError",
+    "UpstreamServerError",
+    "UpstreamTimeoutError",
+    "error_from_code",
+]
+
+
+class ImgqError(Exception):
+    """Base of every imgq error: a stable `code`, a message a person understands, `retryable`."""
+
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        # An instance may carry a more specific code than its class (e.g. the API's own 400 code).
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class RetryableError(ImgqError):
+    retryable = True
+    code = "retryable_error"
+
+
+class PermanentError(ImgqError):
+    retryable = False
+    code = "permanent_error"
+
+
+# -- retryable ------------------------------------------------------------------------------------
+class RateLimitedError(RetryableError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class UpstreamServerError(RetryableError):
+    code = "api_error"
+
+
+class UpstreamTimeoutError(RetryableError):
+    code = "timeout"
+
+
+class UpstreamConnectionError(RetryableError):
+    code = "connection_error"
+
+
+class CapacityWaitTimeoutError(RetryableError):
+    code = "capacity_timeout"
+
+
+class StorageUnavailableError(RetryableError):
+    code = "storage_unavailable"
+
+
+# -- permanent ------------------------------------------------------------------------------------
+class InvalidJobError(PermanentError):
+    code = "invalid_job"
+
+
+class PromptContainsImageError(PermanentError):
+    code = "prompt_contains_image"
+
+
+class ImageError(PermanentError):
+    code = "invalid_image"
+
+
+class InvalidImageError(ImageError):
+    code = "invalid_image"
+
+
+class UnsupportedImageFormatError(ImageError):
+    code = "unsupported_image_format"
+
+
+class ImageTooLargeError(ImageError):
+    code = "image_too_large"
+
+
+class ImageFetchError(ImageError):
+    code = "image_fetch_failed"
+
+
+class ImageUrlForbiddenError(ImageError):
+    code = "image_url_forbidden"
+
+
+class ImageNotFoundError(PermanentError):
+    code = "image_not_found"
+
+
+class RequestTooLargeError(PermanentError):
+    code = "request_too_large"
+
+
+class InsufficientQuotaError(PermanentError):
+    code = "insufficient_quota"
+
+
+class BadRequestError(PermanentError):
+    code = "bad_request"
+
+
+class AuthenticationError(PermanentError):
+    code = "authentication_error"
+
+
+class PermissionDeniedError(PermanentError):
+    code = "permission_denied"
+
+
+class NotFoundError(PermanentError):
+    code = "model_not_found"
+
+
+class OutputParseError(PermanentError):
+    code = "output_parse_error"
+
+
+def _all_subclasses(cls: type[ImgqError]) -> list[type[ImgqError]]:
+    out: list[type[ImgqError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_from_code(code: str, message: str) -> ImgqError:
+    """Rebuild a typed error from a stored `code` (unknown codes become a PermanentError)."""
+    for cls in _all_subclasses(ImgqError):
+        if cls.code == code and not cls.__subclasses__():
+            return cls(message)
+    return PermanentError(message, code=code)

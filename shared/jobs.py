@@ -1,0 +1,93 @@
+"""Job and result models: the JSON that travels through the broker and lands in the result store.
+
+Image bytes never travel in a job: each image is a reference (`ref`) to the image store
+(``redis:<key>``, ``s3://bucket/key``) or a URL the worker fetches itself.
+
+>>> job = Job(prompt="Describe it", images=[ImageSpec(ref="https://example.com/a.png")])
+>>> job.model, job.api, job.priority
+('gpt-4.1-mini', 'chat', 'interactive')
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from shared.vision_tokens import Detail
+
+Api = Literal["chat", "responses"]
+Priority = Literal["interactive", "bulk"]
+Status = Literal["queued", "running", "succeeded", "failed"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+class ImageSpec(BaseModel):
+    """One image of a job: where the worker finds it, and the detail to send it at."""
+
+    ref: str
+    detail: Detail = "auto"
+    source: str | None = None  # what the producer was given (path or URL), echoed in results
+
+
+class Job(BaseModel):
+    job_id: str = Field(default_factory=new_job_id, min_length=1, max_length=200)
+    images: list[ImageSpec] = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    model: str = "gpt-4.1-mini"
+    api: Api = "chat"
+    max_output_tokens: int = Field(default=1024, ge=1, le=200_000)
+    json_schema: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    priority: Priority = "interactive"
+    max_image_tokens: int | None = Field(default=None, ge=1)
+    dedup: bool = True
+    submitted_at: float = Field(default_factory=time.time)
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    image_tokens: int = 0
+    estimated_input_tokens: int = 0
+    billed_input_tokens: int = 0
+    billed_output_tokens: int = 0
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class Timings(BaseModel):
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    api_seconds: float = 0.0
+
+
+class Result(BaseModel):
+    job_id: str
+    status: Status = "queued"
+    output_text: str | None = None
+    output_json: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    attempts: int = 0
+    timings: Timings = Field(default_factory=Timings)
+    error: ErrorInfo | None = None
+    model: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    sources: list[str | None] = Field(default_factory=list)
+    dedup_of: str | None = None  # job whose API call this result reuses
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES

@@ -1,0 +1,105 @@
+"""Shared fixtures: real Redis processes and the real simulator over HTTP, each on a free port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.embedded_redis import EmbeddedRedis, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / ".cache" / "tiktoken"))
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    """One Redis process for the session; tests that need isolation use `redis_url`."""
+    with EmbeddedRedis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """A clean database on the session's Redis (flushed before each test)."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@dataclass
+class Sim:
+    base_url: str  # ends with /v1
+    root: str
+    proc: subprocess.Popen[bytes]
+
+    def stats(self) -> dict:  # type: ignore[type-arg]
+        import json
+
+        with urllib.request.urlopen(f"{self.root}/_sim/stats", timeout=5) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.root}/_sim/reset", method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=5).close()
+
+
+def start_simulator(*args: str) -> Sim:
+    """Run `python -m simulator` on a free port with extra CLI flags; wait until it answers."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            req = urllib.request.Request(
+                f"{root}/v1/models", headers={"Authorization": "Bearer sk-test"}
+            )
+            urllib.request.urlopen(req, timeout=1).close()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"simulator did not start: {cmd}") from None
+            time.sleep(0.05)
+    return Sim(base_url=f"{root}/v1", root=root, proc=proc)
+
+
+def stop_simulator(sim: Sim) -> None:
+    sim.proc.terminate()
+    try:
+        sim.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        sim.proc.kill()
+
+
+@pytest.fixture
+def simulator_factory() -> Iterator[Callable[..., Sim]]:
+    """Start simulators with custom flags; all are stopped after the test."""
+    started: list[Sim] = []
+
+    def make(*args: str) -> Sim:
+        sim = start_simulator(*args)
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        stop_simulator(sim)
+
+
+@pytest.fixture
+def simulator(simulator_factory: Callable[..., Sim]) -> Sim:
+    """A fast simulator with generous limits and no faults."""
+    return simulator_factory("--latency-ms", "5", "--jitter-ms", "0", "--tpm", "10000000",
+                             "--rpm", "100000", "--seed", "1")
