@@ -1,0 +1,386 @@
+"""Every Prometheus metric of imgq, on an explicit registry (nothing registered at import).
+
+One `Metrics` per process; pass it (or its `.registry`) to whatever records or serves metrics.
+Names are in base units (`_seconds`, `_bytes`, `_total`) and all start with ``imgq_``. Labels stay
+low-cardinality: `model`, `code` and `outcome` pass through a per-instance guard that folds values
+past a cap into ``"other"`` (a job's `model` is caller-supplied, so it must never grow a series per
+typo); job ids, keys and URLs are never labels.
+
+>>> m = Metrics()
+>>> m.jobs_total.labels(model="gpt-4.1-mini", api="chat", status="succeeded").inc()
+>>> m.observe_api_call("gpt-4.1-mini", "chat", "ok", 1.5)
+>>> s = summary(m.registry)
+>>> s["jobs_succeeded"], s["api_requests"]
+(1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = [
+    "API_LATENCY_BUCKETS",
+    "JOB_DURATION_BUCKETS",
+    "LIMITER_WAIT_BUCKETS",
+    "QUEUE_WAIT_BUCKETS",
+    "LabelGuard",
+    "Metrics",
+    "MetricsServer",
+    "exposition",
+    "start_metrics_server",
+    "summary",
+]
+
+# The API may take up to the client timeout (120 s by default); finer steps where most calls land.
+API_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120)
+JOB_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+LIMITER_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+IMAGE_PREPARE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+OTHER = "other"
+DEFAULT_CAPS: Mapping[str, int] = {"model": 32, "code": 64, "outcome": 64}
+
+
+class LabelGuard:
+    """Caps the distinct values of free-form labels: past `caps[label]` values, new ones -> "other".
+
+    >>> g = LabelGuard({"model": 1})
+    >>> g("model", "a"), g("model", "b"), g("model", "a"), g("api", "chat")
+    ('a', 'other', 'a', 'chat')
+    """
+
+    def __init__(self, caps: Mapping[str, int] = DEFAULT_CAPS, max_len: int = 64) -> None:
+        self._caps = dict(caps)
+        self._max_len = max_len
+        self._seen: dict[str, set[str]] = {name: set() for name in self._caps}
+        self._lock = threading.Lock()
+
+    def __call__(self, label: str, value: object) -> str:
+        text = str(value)[: self._max_len]
+        cap = self._caps.get(label)
+        if cap is None:
+            return text
+        seen = self._seen[label]
+        if text in seen:
+            return text
+        with self._lock:
+            if text in seen or len(seen) < cap:
+                seen.add(text)
+                return text
+        return OTHER
+
+
+class _Guarded:
+    """Mixin: `.labels()` runs values through the owning `Metrics`' guard (children have none)."""
+
+    _imgq_guard: LabelGuard | None = None
+    _labelnames: tuple[str, ...]
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        guard = self._imgq_guard
+        if guard is not None:
+            if labelkwargs:
+                labelkwargs = {k: guard(k, v) for k, v in labelkwargs.items()}
+            else:
+                labelvalues = tuple(
+                    guard(k, v) for k, v in zip(self._labelnames, labelvalues, strict=False)
+                )
+        return super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc, no-any-return]
+
+
+class _Counter(_Guarded, Counter):
+    pass
+
+
+class _Gauge(_Guarded, Gauge):
+    pass
+
+
+class _Histogram(_Guarded, Histogram):
+    pass
+
+
+_M = TypeVar("_M", bound=_Guarded)
+
+
+class Metrics:
+    """All imgq metrics. `Metrics()` makes its own registry; two instances never clash.
+
+    Labels: model, api (chat|responses), status (succeeded|failed), code (an `ImgqError.code`),
+    outcome (ok | an HTTP status | an error code), priority (interactive|bulk), kind, stage.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        label_caps: Mapping[str, int] = DEFAULT_CAPS,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.guard = LabelGuard(label_caps)
+        reg = self.registry
+
+        def counter(name: str, doc: str, labels: Iterable[str] = ()) -> _Counter:
+            return self._own(_Counter(f"imgq_{name}", doc, list(labels), registry=reg))
+
+        def gauge(name: str, doc: str, labels: Iterable[str] = ()) -> _Gauge:
+            return self._own(_Gauge(f"imgq_{name}", doc, list(labels), registry=reg))
+
+        def histogram(
+            name: str, doc: str, labels: Iterable[str], buckets: tuple[float, ...]
+        ) -> _Histogram:
+            h = _Histogram(f"imgq_{name}", doc, list(labels), registry=reg, buckets=buckets)
+            return self._own(h)
+
+        # -- jobs -----------------------------------------------------------------------------
+        self.jobs_submitted_total = counter(
+            "jobs_submitted_total", "Jobs accepted and enqueued.", ("model", "priority")
+        )
+        self.jobs_total = counter(
+            "jobs_total", "Jobs finished, by final status.", ("model", "api", "status")
+        )
+        self.job_failures_total = counter(
+            "job_failures_total", "Jobs failed for good, by error code.", ("model", "code")
+        )
+        self.job_duration_seconds = histogram(
+            "job_duration_seconds",
+            "Submit to stored result.",
+            ("model", "priority"),
+            JOB_DURATION_BUCKETS,
+        )
+        self.queue_wait_seconds = histogram(
+            "queue_wait_seconds", "Submit to a worker starting the job.", ("priority",),
+            QUEUE_WAIT_BUCKETS,
+        )  # fmt: skip
+        self.retries_total = counter(
+            "retries_total", "Attempts retried, by the error that caused it.", ("model", "code")
+        )
+        self.dedup_hits_total = counter(
+            "dedup_hits_total", "Jobs answered by deduplication.", ("kind",)
+        )  # kind: finished (an earlier result) | in_flight (joined a running job)
+
+        # -- API calls ------------------------------------------------------------------------
+        self.api_requests_total = counter(
+            "api_requests_total", "API calls by outcome.", ("model", "api", "outcome")
+        )
+        self.api_latency_seconds = histogram(
+            "api_latency_seconds", "One API call, request to parsed answer.", ("model", "api"),
+            API_LATENCY_BUCKETS,
+        )  # fmt: skip
+        self.rate_limited_total = counter("rate_limited_total", "429 answers seen.", ("model",))
+        self.in_flight_requests = gauge("in_flight_requests", "API calls in flight.", ("model",))
+        self.tokens_total = counter(
+            "tokens_total", "Tokens by kind: input|output|image|estimated_input.", ("model", "kind")
+        )
+        self.cost_usd_total = counter("cost_usd_total", "Estimated spend in USD.", ("model",))
+
+        # -- limiter --------------------------------------------------------------------------
+        self.limiter_wait_seconds = histogram(
+            "limiter_wait_seconds", "Time waiting for limiter capacity.", ("model", "priority"),
+            LIMITER_WAIT_BUCKETS,
+        )  # fmt: skip
+        self.concurrency_limit = gauge(
+            "concurrency_limit", "Current adaptive concurrency limit.", ("model",)
+        )
+        self.limit_tokens_per_minute = gauge(
+            "limit_tokens_per_minute", "TPM the limiter enforces fleet-wide.", ("model",)
+        )
+        self.limit_requests_per_minute = gauge(
+            "limit_requests_per_minute", "RPM the limiter enforces fleet-wide.", ("model",)
+        )
+        self.ratelimit_remaining_tokens = gauge(
+            "ratelimit_remaining_tokens", "Last x-ratelimit-remaining-tokens.", ("model",)
+        )
+        self.ratelimit_remaining_requests = gauge(
+            "ratelimit_remaining_requests", "Last x-ratelimit-remaining-requests.", ("model",)
+        )
+        self.cooldown_seconds = gauge(
+            "cooldown_seconds", "Seconds left of the limiter's 429 cooldown (0: none).", ("model",)
+        )
+
+        # -- images ---------------------------------------------------------------------------
+        self.image_bytes_total = counter(
+            "image_bytes_total", "Image bytes: stage original (as given) | sent (after prep).",
+            ("stage",),
+        )  # fmt: skip
+        self.image_prepare_seconds = histogram(
+            "image_prepare_seconds", "Decode, resize and encode of one image.", (),
+            IMAGE_PREPARE_BUCKETS,
+        )  # fmt: skip
+
+    def _own(self, metric: _M) -> _M:
+        metric._imgq_guard = self.guard
+        return metric
+
+    # -- small helpers for the common multi-metric updates -------------------------------------
+    def observe_api_call(self, model: str, api: str, outcome: str | int, seconds: float) -> None:
+        """One finished API call; outcome "ok", an HTTP status or an error code."""
+        self.api_requests_total.labels(model=model, api=api, outcome=str(outcome)).inc()
+        self.api_latency_seconds.labels(model=model, api=api).observe(seconds)
+        if str(outcome) in ("429", "rate_limited"):
+            self.rate_limited_total.labels(model=model).inc()
+
+    def observe_tokens(
+        self,
+        model: str,
+        *,
+        input: int = 0,  # the API's usage field names
+        output: int = 0,
+        image: int = 0,
+        estimated_input: int = 0,
+        cost_usd: float = 0.0,
+    ) -> None:
+        for kind, n in (
+            ("input", input),
+            ("output", output),
+            ("image", image),
+            ("estimated_input", estimated_input),
+        ):
+            if n:
+                self.tokens_total.labels(model=model, kind=kind).inc(n)
+        if cost_usd:
+            self.cost_usd_total.labels(model=model).inc(cost_usd)
+
+    def observe_job(self, model: str, api: str, priority: str, code: str | None, s: float) -> None:
+        """A job reached a final state; `code` is None on success."""
+        status = "succeeded" if code is None else "failed"
+        self.jobs_total.labels(model=model, api=api, status=status).inc()
+        if code is not None:
+            self.job_failures_total.labels(model=model, code=code).inc()
+        self.job_duration_seconds.labels(model=model, priority=priority).observe(s)
+
+    def set_ratelimit_remaining(
+        self, model: str, *, tokens: float | None = None, requests: float | None = None
+    ) -> None:
+        """From x-ratelimit-remaining-* headers (absent on OpenAI-compatible servers: skip)."""
+        if tokens is not None:
+            self.ratelimit_remaining_tokens.labels(model=model).set(tokens)
+        if requests is not None:
+            self.ratelimit_remaining_requests.labels(model=model).set(requests)
+
+
+@dataclass
+class MetricsServer:
+    """A running /metrics endpoint; `close()` stops it (tests, shutdown)."""
+
+    port: int
+    _server: Any
+    _thread: threading.Thread
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def start_metrics_server(
+    port: int, registry: CollectorRegistry, addr: str = "0.0.0.0", *, port_span: int = 1
+) -> MetricsServer:
+    """Serve `registry` on http://addr:port/metrics in a daemon thread.
+
+    With `port_span` > 1 the first free port of [port, port + port_span) is taken, so several
+    processes on one host can share one `IMGQ_METRICS_PORT` (see docs/operations.md). Port 0 picks
+    any free port; the bound one is `.port`.
+    """
+    last: OSError | None = None
+    for candidate in range(port, port + max(1, port_span)):
+        try:
+            server, thread = start_http_server(candidate, addr, registry=registry)
+        except OSError as exc:  # address in use: try the next one
+            last = exc
+            continue
+        return MetricsServer(port=server.server_port, _server=server, _thread=thread)
+    raise OSError(f"no free metrics port in [{port}, {port + port_span})") from last
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """Body and Content-Type for serving `registry` from an existing HTTP app's /metrics."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+# -- summary --------------------------------------------------------------------------------------
+def _samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+    return [(s.name, s.labels, s.value) for fam in registry.collect() for s in fam.samples]
+
+
+def _quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative `{le: count}` (linear within a bucket)."""
+    les = sorted(buckets)
+    if not les or buckets[les[-1]] <= 0:
+        return None
+    rank = q * buckets[les[-1]]
+    prev_le, prev_count = 0.0, 0.0
+    for le in les:
+        count = buckets[le]
+        if count >= rank:
+            if le == float("inf"):
+                return prev_le  # beyond the largest finite bucket: its bound is all we know
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    return les[-1]
+
+
+def summary(registry: CollectorRegistry) -> dict[str, float]:
+    """A short dict for the demo: totals over all labels, and latency quantiles when observed.
+
+    Keys: jobs_submitted, jobs_succeeded, jobs_failed, api_requests, api_errors, rate_limited,
+    retries, tokens_{input,output,image,estimated_input}, cost_usd, image_bytes_{original,sent},
+    image_bytes_saved_ratio, dedup_hits, in_flight, and (only once observed)
+    api_latency_p{50,95,99}_seconds, job_duration_p{50,95}_seconds, limiter_wait_p95_seconds.
+    """
+    samples = _samples(registry)
+
+    def total(name: str, **match: str) -> float:
+        return (
+            sum(
+                v
+                for n, labels, v in samples
+                if n == name and all(labels.get(k) == want for k, want in match.items())
+            )
+            + 0.0
+        )
+
+    out: dict[str, float] = {
+        "jobs_submitted": total("imgq_jobs_submitted_total"),
+        "jobs_succeeded": total("imgq_jobs_total", status="succeeded"),
+        "jobs_failed": total("imgq_jobs_total", status="failed"),
+        "api_requests": total("imgq_api_requests_total"),
+        "api_errors": total("imgq_api_requests_total")
+        - total("imgq_api_requests_total", outcome="ok"),
+        "rate_limited": total("imgq_rate_limited_total"),
+        "retries": total("imgq_retries_total"),
+        "cost_usd": total("imgq_cost_usd_total"),
+        "image_bytes_original": total("imgq_image_bytes_total", stage="original"),
+        "image_bytes_sent": total("imgq_image_bytes_total", stage="sent"),
+        "dedup_hits": total("imgq_dedup_hits_total"),
+        "in_flight": total("imgq_in_flight_requests"),
+    }  # fmt: skip
+    for kind in ("input", "output", "image", "estimated_input"):
+        out[f"tokens_{kind}"] = total("imgq_tokens_total", kind=kind)
+    original = out["image_bytes_original"]
+    out["image_bytes_saved_ratio"] = 1 - out["image_bytes_sent"] / original if original else 0.0
+
+    for key, metric, qs in (
+        ("api_latency", "imgq_api_latency_seconds", (50, 95, 99)),
+        ("job_duration", "imgq_job_duration_seconds", (50, 95)),
+        ("limiter_wait", "imgq_limiter_wait_seconds", (95,)),
+    ):
+        buckets: dict[float, float] = {}
+        for n, labels, v in samples:
+            if n == f"{metric}_bucket":
+                le = float(labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + v
+        for q in qs:
+            value = _quantile(q / 100, buckets)
+            if value is not None:
+                out[f"{key}_p{q}_seconds"] = value
+    return out
