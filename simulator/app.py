@@ -1,0 +1,322 @@
+"""The aiohttp application: OpenAI's endpoints, rate limits, faults, and the ``/_sim`` endpoints.
+
+In-process use (benchmarks)::
+
+    app = create_app(SimConfig(tpm=30_000, rpm=500, latency_ms=0))
+    runner = await serve(app, "127.0.0.1", 8400)   # ... later: await runner.cleanup()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from shared.text_tokens import encoding, prompt_tokens
+from shared.vision_tokens import VISION_SPECS, image_tokens, is_known_model
+from simulator import errors, render
+from simulator.answers import Answer, build_answer
+from simulator.config import SimConfig
+from simulator.images import ImageInfo, decode_data_url, fetch_image_url, inspect_image
+from simulator.payload import Prompt, parse_chat, parse_responses
+from simulator.ratelimit import RateLimits
+from simulator.stats import Stats
+
+
+@dataclass
+class SimState:
+    """Everything one running simulator holds; lives on the app under :data:`STATE`."""
+
+    config: SimConfig
+    limits: RateLimits
+    stats: Stats
+    rng: random.Random
+    session: aiohttp.ClientSession | None = None
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+    prefix: str = field(default_factory=lambda: os.urandom(4).hex())
+
+    def next_id(self) -> str:
+        return f"{self.prefix}{next(self.ids):012x}"
+
+
+STATE = web.AppKey("simulator_state", SimState)
+_COMMON_HEADERS = {"openai-version": "2020-10-01", "openai-organization": errors.ORG}
+
+
+def _check_auth(request: web.Request, config: SimConfig) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise errors.missing_api_key()
+    if config.api_key is not None and key != config.api_key:
+        raise errors.invalid_api_key(key)
+
+
+async def _read_json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid_json() from None
+    if not isinstance(body, dict):
+        raise errors.invalid_json()
+    return body
+
+
+async def _load_images(state: SimState, prompt: Prompt) -> list[tuple[ImageInfo, int]]:
+    cfg = state.config
+    if len(prompt.images) > cfg.max_images:
+        raise errors.bad_request(
+            f"Too many images in request. Max is {cfg.max_images}.", code="too_many_images"
+        )
+    out: list[tuple[ImageInfo, int]] = []
+    total = 0
+    for ref in prompt.images:
+        if ref.url.startswith("data:"):
+            data = decode_data_url(ref.url, cfg.max_image_bytes, ref.param)
+        elif ref.url.startswith(("http://", "https://")):
+            if state.session is None:
+                state.session = aiohttp.ClientSession()
+            data = await fetch_image_url(
+                ref.url, state.session, cfg.max_image_bytes, cfg.fetch_timeout_s, ref.param
+            )
+        else:
+            raise errors.invalid_image_url(ref.url, "Invalid image URL:", ref.param)
+        total += len(data)
+        if total > cfg.max_request_image_bytes:
+            raise errors.bad_request(
+                f"Total size of images in the request exceeds {cfg.max_request_image_bytes} bytes.",
+                code="images_too_large",
+            )
+        info = inspect_image(data, ref.param)
+        out.append((info, image_tokens(prompt.model, info.width, info.height, ref.detail)))
+    return out
+
+
+def _headers(rid: str, started: float, extra: dict[str, str]) -> dict[str, str]:
+    ms = int((time.monotonic() - started) * 1000)
+    return {**_COMMON_HEADERS, **extra, "x-request-id": rid, "openai-processing-ms": str(ms)}
+
+
+async def _abort(request: web.Request) -> web.StreamResponse:
+    # A dropped connection, as a load balancer reset looks to the client: no HTTP answer at all.
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
+async def _answer(
+    request: web.Request, api: str, state: SimState, rid: str, started: float
+) -> web.StreamResponse:
+    cfg, stats = state.config, state.stats
+    _check_auth(request, cfg)
+    body = await _read_json(request)
+    prompt = parse_chat(body) if api == "chat" else parse_responses(body)
+    if not is_known_model(prompt.model):
+        raise errors.model_not_found(prompt.model)
+    images = await _load_images(state, prompt)
+    n_prompt = prompt_tokens(prompt.texts, [t for _, t in images], messages=prompt.messages)
+    now = time.monotonic()
+    if cfg.insufficient_quota:
+        err = errors.insufficient_quota()
+        err.headers.update(state.limits.headers(prompt.model, now))
+        raise err
+    max_output = prompt.max_output or cfg.default_max_tokens
+    admission = state.limits.admit(prompt.model, n_prompt + max_output, now)
+    if admission.error is not None:
+        admission.error.headers.update(admission.headers)
+        raise admission.error
+    stats.admitted(prompt.model, n_prompt + max_output, now)
+    # Draw in a fixed order per admitted request, so a seed replays the same faults and delays.
+    roll = state.rng.random()
+    delay = max(0.0, cfg.latency_ms + state.rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000
+    if roll < cfg.fail_rate + cfg.reset_rate + cfg.slow_rate:
+        fault = (
+            "fail"
+            if roll < cfg.fail_rate
+            else "reset"
+            if roll < cfg.fail_rate + cfg.reset_rate
+            else "slow"
+        )
+        stats.faults[fault] += 1
+        if fault == "slow":
+            delay = cfg.slow_ms / 1000
+    else:
+        fault = ""
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if fault == "reset":
+        return await _abort(request)
+    if fault == "fail":
+        err = errors.server_error() if state.rng.random() < 0.5 else errors.overloaded()
+        raise err
+    answer = build_answer(images, prompt.format, max_output)
+    headers = _headers(rid, started, admission.headers)
+    if prompt.stream:
+        resp = await _stream(request, api, prompt, body, answer, n_prompt, headers)
+    else:
+        if api == "chat":
+            payload = render.chat_completion(
+                f"chatcmpl-{state.next_id()}", prompt.model, answer, n_prompt
+            )
+        else:
+            payload = render.response_object(
+                f"resp_{state.next_id()}", prompt.model, answer, n_prompt, body
+            )
+        resp = web.json_response(payload, headers=headers)
+    stats.answered(200)
+    stats.completed_one(n_prompt, answer.completion_tokens)
+    for info, _ in images:
+        stats.saw_image(info.sha16)
+    return resp
+
+
+async def _stream(
+    request: web.Request,
+    api: str,
+    prompt: Prompt,
+    body: dict[str, Any],
+    answer: Answer,
+    n_prompt: int,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    state = request.app[STATE]
+    resp = web.StreamResponse(
+        headers={
+            **headers,
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+        }
+    )
+    await resp.prepare(request)
+    if api == "chat":
+        chunks = render.chat_chunks(
+            f"chatcmpl-{state.next_id()}", prompt.model, answer, n_prompt, prompt.include_usage
+        )
+    else:
+        chunks = render.response_events(
+            f"resp_{state.next_id()}", prompt.model, answer, n_prompt, body
+        )
+    await resp.write(b"".join(chunks))
+    await resp.write_eof()
+    return resp
+
+
+def _api_handler(api: str) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        stats = state.stats
+        started = time.monotonic()
+        rid = f"req_{state.next_id()}"
+        stats.enter()
+        try:
+            return await _answer(request, api, state, rid, started)
+        except errors.ApiError as err:
+            stats.answered(err.status, err.stats_code)
+            return web.json_response(
+                err.body(), status=err.status, headers=_headers(rid, started, err.headers)
+            )
+        finally:
+            stats.leave()
+
+    return handler
+
+
+async def _models(request: web.Request) -> web.Response:
+    _check_auth(request, request.app[STATE].config)
+    data = [
+        {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
+        for m in VISION_SPECS
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def _model(request: web.Request) -> web.Response:
+    _check_auth(request, request.app[STATE].config)
+    model = request.match_info["model"]
+    if not is_known_model(model):
+        raise errors.model_not_found(model)
+    return web.json_response(
+        {"id": model, "object": "model", "created": 1700000000, "owned_by": "system"}
+    )
+
+
+@web.middleware
+async def _errors_mw(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        resp: web.StreamResponse = await handler(request)
+        return resp
+    except errors.ApiError as err:
+        return web.json_response(err.body(), status=err.status, headers=err.headers)
+
+
+async def _stats(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    snap = state.stats.snapshot(time.monotonic())
+    snap["limits"] = {"tpm": state.config.tpm, "rpm": state.config.rpm}
+    return web.json_response(snap)
+
+
+async def _reset(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    state.limits.reset()
+    state.stats.reset(time.monotonic(), time.time())
+    return web.json_response({"ok": True})
+
+
+async def _config(request: web.Request) -> web.Response:
+    cfg = asdict(request.app[STATE].config)
+    cfg["api_key"] = None if cfg["api_key"] is None else errors.mask_key(cfg["api_key"])
+    return web.json_response(cfg)
+
+
+async def _warm_up(app: web.Application) -> None:
+    # Load tiktoken's BPE before the first request, not during it (takes ~0.5 s once).
+    await asyncio.get_running_loop().run_in_executor(None, encoding)
+
+
+async def _close_session(app: web.Application) -> None:
+    session = app[STATE].session
+    if session is not None:
+        await session.close()
+
+
+def create_app(config: SimConfig) -> web.Application:
+    """A fresh simulator app; nothing runs until it is served."""
+    # Base64 inflates by 4/3; leave room for the JSON around the images.
+    max_body = config.max_request_image_bytes * 4 // 3 + 8 * 1024 * 1024
+    app = web.Application(client_max_size=max_body, middlewares=[_errors_mw])
+    app[STATE] = SimState(
+        config=config,
+        limits=RateLimits(tpm=config.tpm, rpm=config.rpm),
+        stats=Stats(time.monotonic(), time.time()),
+        rng=random.Random(config.seed),
+    )
+    app.router.add_post("/v1/chat/completions", _api_handler("chat"))
+    app.router.add_post("/v1/responses", _api_handler("responses"))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model}", _model)
+    app.router.add_get("/_sim/stats", _stats)
+    app.router.add_post("/_sim/reset", _reset)
+    app.router.add_get("/_sim/config", _config)
+    app.on_startup.append(_warm_up)
+    app.on_cleanup.append(_close_session)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start ``app`` on ``host:port`` in the running loop; stop it with ``runner.cleanup()``."""
+    # handler_cancellation: a client that gives up (e.g. on a --slow-rate answer) frees its slot.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    return runner
