@@ -7,6 +7,7 @@ retries or reaches the API. Pillow is only ever asked to open the format the byt
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -31,6 +32,20 @@ _TRANSPOSE: Final = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+
+
+def _reason(exc: BaseException) -> str:
+    # Pillow's messages can embed object reprs ("<_io.BytesIO object at 0x...>"): keep the gist.
+    text = re.sub(r"\s*<[^>]*object at 0x[0-9a-f]+>", "", str(exc)).strip()
+    if text.startswith("cannot identify image file"):
+        return "no readable image header"
+    return text or type(exc).__name__
+
+
+def _bomb(exc: BaseException) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"the image is too large to decode safely (a decompression bomb?): {_reason(exc)}"
+    )
 
 
 def _mb(n: int) -> str:
@@ -113,10 +128,10 @@ def open_image(data: bytes, policy: ImagePolicy) -> OpenedImage:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data), formats=[PIL_FORMAT[fmt]])
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+        raise _bomb(exc) from None
     except DECODE_ERRORS as exc:
         raise InvalidImageError(
-            f"the {fmt.upper()} file is corrupt or truncated and cannot be read ({exc})"
+            f"the {fmt.upper()} file is corrupt or truncated and cannot be read ({_reason(exc)})"
         ) from None
     w, h = im.size
     if w < 1 or h < 1:
@@ -159,11 +174,11 @@ def load(
         im.seek(0)
         im.load()
     except Image.DecompressionBombError as exc:
-        raise ImageTooLargeError(f"the image is too large to decode safely: {exc}") from None
+        raise _bomb(exc) from None
     except DECODE_ERRORS as exc:
         raise InvalidImageError(
             f"the {opened.format.upper()} data is corrupt or truncated and cannot be decoded "
-            f"({exc})"
+            f"({_reason(exc)})"
         ) from None
     return im, box
 
