@@ -47,7 +47,7 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
-    """A valid PNG header claiming ``width`` x ``height`` with a tiny IDAT: costs nothing to build."""
+    """A valid PNG header claiming ``width`` x ``height``, tiny IDAT: costs nothing to build."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
