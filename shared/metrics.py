@@ -17,6 +17,7 @@ typo); job ids, keys and URLs are never labels.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
@@ -255,6 +256,12 @@ class Metrics:
         if code is not None:
             self.job_failures_total.labels(model=model, code=code).inc()
         self.job_duration_seconds.labels(model=model, priority=priority).observe(s)
+
+    def set_cooldown_until(self, model: str, deadline: float) -> None:
+        """Cooldown ends at `deadline` (time.time()); the gauge counts down to 0 on its own."""
+        self.cooldown_seconds.labels(model=model).set_function(
+            lambda: max(0.0, deadline - time.time())
+        )
 
     def set_ratelimit_remaining(
         self, model: str, *, tokens: float | None = None, requests: float | None = None
