@@ -187,3 +187,24 @@ def test_failure_and_rate_limit_bookkeeping() -> None:
     assert 'imgq_rate_limited_total{model="gpt-4o"} 1.0' in text
     assert 'imgq_ratelimit_remaining_tokens{model="gpt-4o"} 1234.0' in text
     assert "imgq_ratelimit_remaining_requests{" not in text  # never set: no series
+
+
+def test_cooldown_gauge_counts_down_by_itself() -> None:
+    import time
+
+    m = Metrics()
+    m.set_cooldown_until("gpt-4o", time.time() + 30)
+    m.set_cooldown_until("gpt-4.1", time.time() - 5)  # already over: 0, never negative
+
+    def read() -> dict[str, float]:
+        return {
+            s.labels["model"]: s.value
+            for fam in m.registry.collect()
+            for s in fam.samples
+            if s.name == "imgq_cooldown_seconds"
+        }
+
+    first = read()
+    assert 29 < first["gpt-4o"] <= 30 and first["gpt-4.1"] == 0.0
+    time.sleep(0.2)
+    assert read()["gpt-4o"] < first["gpt-4o"]
