@@ -139,6 +139,8 @@ def parse_source(
             raise InvalidImageError("local file paths are not accepted here")
         return _read_file(Path(value).expanduser(), max_bytes)
     text = value.strip()
+    if not text:
+        raise InvalidImageError("empty image reference (no path, URL or data)")
     lower = text[:16].lower()
     if lower.startswith("data:"):
         return _parse_data_url(text, max_bytes)
