@@ -137,7 +137,8 @@ async def _answer(
     stats.admitted(prompt.model, n_prompt + max_output, now)
     # Draw in a fixed order per admitted request, so a seed replays the same faults and delays.
     roll = state.rng.random()
-    delay = max(0.0, cfg.latency_ms + state.rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)) / 1000
+    jitter = min(cfg.jitter_ms, cfg.latency_ms)  # so the mean stays latency_ms and 0 means 0
+    delay = (cfg.latency_ms + state.rng.uniform(-jitter, jitter)) / 1000
     if roll < cfg.fail_rate + cfg.reset_rate + cfg.slow_rate:
         fault = (
             "fail"

@@ -67,7 +67,7 @@ async def _run(config: SimConfig, host: str, port: int) -> None:
     "--jitter-ms",
     default=300.0,
     type=click.FloatRange(min=0),
-    help="Latency is uniform in [latency-jitter, latency+jitter] (never below 0).",
+    help="Latency is uniform in latency +/- jitter (jitter capped at latency).",
 )
 @click.option(
     "--fail-rate",

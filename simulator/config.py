@@ -18,7 +18,8 @@ class SimConfig:
     tpm: int = 30_000
     rpm: int = 500
     latency_ms: float = 800.0
-    # The latency of each answer is uniform in [latency - jitter, latency + jitter], never below 0.
+    # Each answer's latency is uniform in [latency - j, latency + j] with j = min(jitter, latency):
+    # the mean is latency_ms, and latency_ms=0 answers at once whatever the jitter.
     jitter_ms: float = 300.0
     fail_rate: float = 0.0
     reset_rate: float = 0.0
