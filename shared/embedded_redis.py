@@ -105,3 +105,48 @@ class EmbeddedRedis:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+SHARED_PORT = int(os.environ.get("IMGQ_EMBEDDED_REDIS_PORT", "6390"))
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def ensure_shared_redis(port: int = SHARED_PORT) -> str:
+    """The URL of this host's shared embedded Redis, started (daemonized) if not yet running.
+
+    Lets `imgq worker` and `imgq submit` in separate shells meet without configuring Redis.
+    """
+    if not _answers_ping(port):
+        state = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "imgq" / "redis"
+        state.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                redis_server_binary(),
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--daemonize", "yes",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(state),
+                "--pidfile", str(state / "redis.pid"),
+                "--logfile", str(state / "redis.log"),
+                "--maxclients", "10000",
+            ],  # fmt: skip
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", port)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def resolve_redis_url(redis_url: str | None) -> str:
+    """``redis_url`` if configured, else the shared embedded Redis."""
+    return redis_url or ensure_shared_redis()

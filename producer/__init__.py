@@ -1,0 +1,1 @@
+"""imgq producers: the Python client, the `imgq` CLI and the HTTP API."""

@@ -1,0 +1,272 @@
+"""The Python client: submit image jobs, read and wait for their results. Async and sync.
+
+>>> from producer.client import Client                      # doctest: +SKIP
+>>> with Client() as c:
+...     job_id = c.submit(["photo.jpg"], "What is in this image?")
+...     print(c.wait(job_id, timeout=60).output_text)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+
+from shared import errors
+from shared.embedded_redis import resolve_redis_url
+from shared.images import BytesSource, S3Source, UrlSource, parse_source
+from shared.jobs import Api, ErrorInfo, ImageSpec, Job, Priority, Result, new_job_id
+from shared.loop_thread import LoopThread
+from shared.prompt_guard import check_prompt
+from shared.settings import Settings
+from shared.storage import ImageStore, JobEvents, ResultStore, build_stores, iter_results
+from shared.vision_tokens import Detail
+from workers.celery_app import TASK_NAME, create_celery
+
+ImageLike = str | bytes | os.PathLike[str]
+
+
+@dataclass
+class ImageInput:
+    """An image and the detail to send it at (``None``: the request's default)."""
+
+    source: ImageLike
+    detail: Detail | None = None
+
+
+@dataclass
+class SubmitRequest:
+    images: Sequence[ImageLike | ImageInput]
+    prompt: str
+    model: str | None = None
+    detail: Detail = "auto"
+    api: Api = "chat"
+    max_output_tokens: int | None = None
+    json_schema: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    priority: Priority = "interactive"
+    job_id: str | None = None
+    max_image_tokens: int | None = None
+    dedup: bool = True
+
+
+def _describe(value: ImageLike) -> str | None:
+    if isinstance(value, bytes):
+        return None
+    text = os.fspath(value)
+    return text if len(text) < 2048 and not text.startswith("data:") else None
+
+
+class AsyncClient:
+    """Submit and follow jobs from async code. Pass ``redis``/``celery`` to share connections."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis_url: str | None = None,
+        celery: Celery | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self._redis_url = redis_url or self.settings.redis_url
+        self._celery = celery
+        self._redis: aioredis.Redis | None = None
+        self._stores: tuple[ImageStore, ResultStore, JobEvents] | None = None
+
+    def _connect(self) -> tuple[ImageStore, ResultStore, JobEvents]:
+        if self._stores is None:
+            url = resolve_redis_url(self._redis_url)
+            self._redis_url = url
+            self._redis = aioredis.from_url(url)
+            self._stores = build_stores(self.settings, self._redis)
+            if self._celery is None:
+                self._celery = create_celery(self.settings, self.settings.broker_url or url)
+        return self._stores
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+            self._stores = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- submit ------------------------------------------------------------------------------
+    async def submit(self, images: Sequence[ImageLike | ImageInput], prompt: str, **options: Any) -> str:
+        """Enqueue one job; returns its id. Bad input gives a failed job, never an exception."""
+        return (await self.submit_many([SubmitRequest(images=images, prompt=prompt, **options)]))[0]
+
+    async def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
+        images, results, events = self._connect()
+        ids: list[str] = []
+        to_send: list[Job] = []
+        for req in requests:
+            job_id = req.job_id or new_job_id()
+            ids.append(job_id)
+            try:
+                job = await self._build_job(req, job_id, images)
+            except errors.ImgqError as exc:
+                await self._record_rejected(req, job_id, exc, results, events)
+                continue
+            queued = Result(
+                job_id=job_id,
+                model=job.model,
+                metadata=job.metadata,
+                sources=[s.source for s in job.images],
+            )
+            queued.timings.queued_at = job.submitted_at
+            if await results.create(queued) is None:  # a known job id is never run twice
+                to_send.append(job)
+        if to_send:
+            try:
+                await asyncio.to_thread(self._send, to_send)
+            except Exception as exc:
+                for job in to_send:
+                    failed = Result(job_id=job.job_id, status="failed", model=job.model)
+                    failed.error = ErrorInfo(
+                        code="storage_unavailable", message=f"could not enqueue: {exc}", retryable=True
+                    )
+                    await results.put(failed, force=True)
+                raise errors.StorageUnavailableError(f"could not reach the broker: {exc}") from exc
+        return ids
+
+    async def _build_job(self, req: SubmitRequest, job_id: str, store: ImageStore) -> Job:
+        s = self.settings
+        check_prompt(req.prompt)
+        if not req.images:
+            raise errors.InvalidJobError("a job needs at least one image")
+        if len(req.images) > s.max_images_per_job:
+            raise errors.InvalidJobError(
+                f"{len(req.images)} images in one job; the API accepts at most {s.max_images_per_job}"
+            )
+        specs: list[ImageSpec] = []
+        for item in req.images:
+            inp = item if isinstance(item, ImageInput) else ImageInput(item)
+            detail = inp.detail or req.detail
+            src = parse_source(inp.source)
+            if isinstance(src, UrlSource):
+                ref = src.url
+            elif isinstance(src, S3Source):
+                ref = f"s3://{src.bucket}/{src.key}"
+            else:
+                assert isinstance(src, BytesSource)
+                if len(src.data) > s.max_image_bytes:
+                    raise errors.ImageTooLargeError(
+                        f"{_describe(inp.source) or 'an image'} is {len(src.data) / 1e6:.1f} MB;"
+                        f" the limit is {s.max_image_bytes / 1e6:.0f} MB per image"
+                    )
+                ref = await store.put(src.data)
+            specs.append(ImageSpec(ref=ref, detail=detail, source=_describe(inp.source)))
+        try:
+            return Job(
+                job_id=job_id,
+                images=specs,
+                prompt=req.prompt,
+                model=req.model or s.default_model,
+                api=req.api,
+                max_output_tokens=req.max_output_tokens or s.default_max_output_tokens,
+                json_schema=req.json_schema,
+                metadata=req.metadata,
+                priority=req.priority,
+                max_image_tokens=req.max_image_tokens,
+                dedup=req.dedup,
+            )
+        except ValueError as exc:
+            raise errors.InvalidJobError(f"invalid job: {exc}") from exc
+
+    async def _record_rejected(
+        self,
+        req: SubmitRequest,
+        job_id: str,
+        exc: errors.ImgqError,
+        results: ResultStore,
+        events: JobEvents,
+    ) -> None:
+        now = time.time()
+        failed = Result(job_id=job_id, status="failed", model=req.model or self.settings.default_model)
+        failed.metadata = req.metadata
+        failed.error = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
+        failed.timings.queued_at = failed.timings.finished_at = now
+        if await results.create(failed) is None:
+            await events.publish(job_id, "failed")
+
+    def _send(self, jobs: list[Job]) -> None:
+        app = self._celery
+        assert app is not None
+        with app.producer_or_acquire() as producer:
+            for job in jobs:
+                app.send_task(
+                    TASK_NAME, args=[job.model_dump(mode="json")], queue=job.priority, producer=producer
+                )
+
+    # -- read --------------------------------------------------------------------------------
+    async def get(self, job_id: str) -> Result | None:
+        return await self._connect()[1].get(job_id)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Result:
+        async for r in self.as_completed([job_id], timeout=timeout):
+            return r
+        raise TimeoutError(job_id)  # pragma: no cover
+
+    def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> AsyncIterator[Result]:
+        """Terminal results in the order they finish; TimeoutError after ``timeout`` seconds."""
+        _, results, events = self._connect()
+        return iter_results(results, events, job_ids, timeout=timeout)
+
+
+class Client:
+    """The synchronous client: the async one driven on a private event-loop thread."""
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._loop = LoopThread("imgq-client-loop")
+        self._async = AsyncClient(settings, **kwargs)
+
+    def submit(self, images: Sequence[ImageLike | ImageInput], prompt: str, **options: Any) -> str:
+        return self._loop.run(self._async.submit(images, prompt, **options))
+
+    def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
+        return self._loop.run(self._async.submit_many(list(requests)))
+
+    def get(self, job_id: str) -> Result | None:
+        return self._loop.run(self._async.get(job_id))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Result:
+        return self._loop.run(self._async.wait(job_id, timeout))
+
+    def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Result]:
+        agen = self._async.as_completed(list(job_ids), timeout)
+        try:
+            while True:
+                try:
+                    yield self._loop.run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._loop.run(agen.aclose())  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._loop.run(self._async.aclose())
+        self._loop.stop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = ["AsyncClient", "Client", "ImageInput", "Path", "SubmitRequest"]

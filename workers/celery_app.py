@@ -1,0 +1,55 @@
+"""The Celery app: JSON only, late acks, one prefetch per thread, short leases kept alive.
+
+Queues ``interactive`` and ``bulk``; with a Redis broker the worker polls them in that order
+(``queue_order_strategy="priority"``), so interactive jobs are always taken first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from shared.settings import Settings
+from workers.locks import HEARTBEAT_SECONDS, LEASE_SECONDS
+
+TASK_NAME = "imgq.process_job"
+QUEUES = ("interactive", "bulk")
+
+
+def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
+    return {
+        "broker_url": broker_url,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "result_backend": None,  # results are ours (Redis/S3), with status and usage
+        "task_ignore_result": True,
+        "task_acks_late": True,  # a job is acked only once its result is stored
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,  # prefetch = concurrency: backlog stays in the broker
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
+        "task_default_queue": "interactive",
+        "task_create_missing_queues": False,
+        "worker_send_task_events": False,
+        "worker_hijack_root_logger": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "broker_transport_options": {
+            # Short lease, kept alive by workers/locks.Heartbeat: a dead worker's jobs are back in
+            # about LEASE_SECONDS + the restore interval; a live worker may hold a job for hours.
+            "visibility_timeout": LEASE_SECONDS,
+            "unacked_restore_interval": HEARTBEAT_SECONDS / 2,
+            "unacked_restore_throttle": 1,
+            "queue_order_strategy": "priority",
+        },
+        "include": [],
+    }
+
+
+def create_celery(settings: Settings, broker_url: str) -> Celery:
+    """A configured app (no connection is made until it is used)."""
+    app = Celery("imgq", set_as_current=False)
+    app.conf.update(celery_config(settings, broker_url))
+    return app

@@ -1,0 +1,166 @@
+"""The per-process worker runtime: one event loop thread, one AsyncOpenAI client, built lazily.
+
+Celery's threads pool runs each task in its own thread; the task hands its coroutine to the one
+loop (``run_coroutine_threadsafe``) and waits. Everything bound to the loop (the OpenAI client,
+Redis pools, the aiohttp session) is created *on* it, on first use, after any fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import openai
+import redis.asyncio as aioredis
+
+from shared.errors import UpstreamTimeoutError
+from shared.images import make_fetch_session
+from shared.jobs import ErrorInfo, Job, Result
+from shared.limiter import AdaptiveConcurrency, LimitsConfig, RedisLimiter, key_fingerprint
+from shared.loop_thread import LoopThread
+from shared.metrics import Metrics
+from shared.settings import Settings
+from shared.storage import build_stores
+from workers.deps import WorkerDeps
+from workers.locks import Heartbeat, JobLocks
+from workers.processor import process_job
+from workers.retry import MAX_RETRY_AFTER_SECONDS
+
+log = logging.getLogger(__name__)
+# Simulators and local servers need a key to be present, never a real one.
+PLACEHOLDER_API_KEY = "sk-imgq-no-key"
+
+
+class WorkerRuntime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_url: str,
+        broker_url: str | None = None,
+        metrics: Metrics | None = None,
+        delivery_tags: Callable[[], Iterable[str]] = list,
+    ) -> None:
+        self.settings = settings
+        self.redis_url = redis_url
+        self.broker_url = broker_url
+        self.metrics = metrics or Metrics()
+        self._delivery_tags = delivery_tags
+        self._loop = LoopThread("imgq-worker-loop")
+        self._lock = threading.Lock()
+        self._deps: WorkerDeps | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._closers: list[Any] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def deps(self) -> WorkerDeps:
+        deps = self._deps
+        if deps is None:
+            with self._lock:
+                if self._deps is None:
+                    self._deps = self._loop.run(self._build(), timeout=60)
+                deps = self._deps
+        return deps
+
+    async def _build(self) -> WorkerDeps:
+        s = self.settings
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=max(16, s.worker_concurrency // 4), timeout=30
+        )
+        r = aioredis.Redis(connection_pool=pool)
+        images, results, events = build_stores(s, r)
+        api_key = s.openai_api_key.get_secret_value() if s.openai_api_key else PLACEHOLDER_API_KEY
+        client = openai.AsyncOpenAI(
+            api_key=api_key,
+            base_url=s.openai_base_url,
+            max_retries=0,  # our retry policy owns retries (workers/retry.py)
+            timeout=s.request_timeout_seconds,
+            http_client=openai.DefaultAioHttpClient(timeout=s.request_timeout_seconds),
+        )
+        concurrency = AdaptiveConcurrency(
+            initial=min(64, s.max_in_flight), minimum=4, maximum=s.max_in_flight
+        )
+        broker = None
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            broker = aioredis.from_url(self.broker_url)
+        locks = JobLocks(r)
+        self._heartbeat = Heartbeat(locks, broker, self._delivery_tags)
+        self._heartbeat.start()
+        http = make_fetch_session(s)
+        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imgq-images")
+        self._closers = [client, http, r, broker, executor]
+        return WorkerDeps(
+            settings=s,
+            client=client,
+            redis=r,
+            images=images,
+            results=results,
+            events=events,
+            limiter=RedisLimiter(r, LimitsConfig.from_settings(s)),
+            concurrency=concurrency,
+            metrics=self.metrics,
+            locks=locks,
+            account=key_fingerprint(api_key, s.openai_base_url),
+            executor=executor,
+            http=http,
+        )
+
+    def shutdown(self) -> None:
+        """Close clients on their loop, then stop the loop (from Celery's worker_shutdown)."""
+        if self._deps is not None:
+            try:
+                self._loop.run(self._close(), timeout=15)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.warning("worker runtime did not close cleanly", exc_info=True)
+            self._deps = None
+        self._loop.stop()
+
+    async def _close(self) -> None:
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        for c in self._closers:
+            if c is None:
+                continue
+            if isinstance(c, ThreadPoolExecutor):
+                c.shutdown(wait=False)
+            elif isinstance(c, openai.AsyncOpenAI):
+                await c.close()
+            else:
+                await c.aclose() if hasattr(c, "aclose") else await c.close()
+
+    # -- jobs --------------------------------------------------------------------------------
+    def max_job_seconds(self) -> float:
+        s = self.settings
+        per_attempt = s.request_timeout_seconds + MAX_RETRY_AFTER_SECONDS
+        return s.capacity_wait_seconds + s.max_attempts * per_attempt + 60
+
+    def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run one job to its terminal result (called from a Celery pool thread)."""
+        job = Job.model_validate(payload)
+        deps = self.deps()
+        try:
+            result = self._loop.run(process_job(job, deps), timeout=self.max_job_seconds())
+        except TimeoutError:
+            result = self._loop.run(self._give_up(job, deps), timeout=30)
+        return result.model_dump(mode="json")
+
+    async def _give_up(self, job: Job, deps: WorkerDeps) -> Result:
+        result = await deps.results.get(job.job_id) or Result(job_id=job.job_id)
+        exc = UpstreamTimeoutError(f"the job did not finish within {self.max_job_seconds():.0f}s")
+        result.status = "failed"
+        result.error = ErrorInfo(code=exc.code, message=exc.message, retryable=True)
+        await deps.results.put(result)
+        await deps.events.publish(job.job_id, "failed")
+        return result
+
+    def run(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run any coroutine on the worker loop (tests, shutdown hooks)."""
+        return self._loop.run(coro, timeout=timeout)
+
+
+async def _sleep_forever() -> None:  # pragma: no cover - helper for debugging hangs
+    await asyncio.Event().wait()
