@@ -139,6 +139,7 @@ async def _run(config: SimConfig, host: str, port: int) -> None:
     "--log-level",
     default="INFO",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Logging level (requests are not logged one by one).",
 )
 def sim(
     host: str,

@@ -23,9 +23,11 @@ def _num(x: float) -> str:
 
 def format_duration(seconds: float) -> str:
     """Render ``seconds`` like OpenAI does (Go's style): ``6m0s``, ``1s``, ``120ms``."""
-    seconds = max(0.0, seconds)
-    if seconds < 1.0:
-        return f"{math.ceil(seconds * 1000 - 1e-9)}ms"
+    # Round up to whole milliseconds first, so 59.9999 s reads "1m0s", never "60s".
+    ms = math.ceil(max(0.0, seconds) * 1000 - 1e-9)
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms / 1000
     if seconds < 60.0:
         return f"{_num(seconds)}s"
     hours, rest = divmod(seconds, 3600.0)

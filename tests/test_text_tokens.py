@@ -40,8 +40,13 @@ def test_works_offline_from_an_empty_cache(tmp_path: Path) -> None:
     )
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=60, check=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert out.stdout.strip() == "2"
     url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"

@@ -13,8 +13,16 @@ from tests.conftest import Sim, start_simulator, stop_simulator
 def fast_sim() -> Iterator[Sim]:
     """No latency, no faults, limits far above anything a test sends; reset before each use."""
     sim = start_simulator(
-        "--latency-ms", "0", "--jitter-ms", "0", "--tpm", "100000000", "--rpm", "1000000",
-        "--seed", "1",
+        "--latency-ms",
+        "0",
+        "--jitter-ms",
+        "0",
+        "--tpm",
+        "100000000",
+        "--rpm",
+        "1000000",
+        "--seed",
+        "1",
     )
     yield sim
     stop_simulator(sim)

@@ -33,8 +33,12 @@ def sha16(data: bytes) -> str:
 
 
 def chat_body(
-    url: str, *, model: str = "gpt-4o", text: str = "What is in this image?",
-    detail: str = "auto", **extra: Any,
+    url: str,
+    *,
+    model: str = "gpt-4o",
+    text: str = "What is in this image?",
+    detail: str = "auto",
+    **extra: Any,
 ) -> dict[str, Any]:
     content = [
         {"type": "text", "text": text},
@@ -56,8 +60,14 @@ class Reply:
 
 
 def post(
-    root: str, path: str, body: Any, *, key: str | None = KEY, raw: bytes | None = None,
-    headers: dict[str, str] | None = None, timeout: float = 30,
+    root: str,
+    path: str,
+    body: Any,
+    *,
+    key: str | None = KEY,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> Reply:
     """POST JSON to the simulator; returns status, lower-cased headers and the decoded body."""
     hdrs = {"Content-Type": "application/json", **(headers or {})}

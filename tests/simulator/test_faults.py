@@ -1,10 +1,11 @@
-"""--fail-rate, --reset-rate, --slow-rate (seeded) and latency, seen through the SDK and raw HTTP."""
+"""Faults (--fail-rate, --reset-rate, --slow-rate, seeded) and latency, seen by SDK and raw HTTP."""
 
 from __future__ import annotations
 
 import http.client
 import time
 import urllib.error
+from collections.abc import Callable
 
 import pytest
 from openai import APIConnectionError, APIStatusError, APITimeoutError, OpenAI
@@ -20,7 +21,7 @@ def _statuses(sim: Sim, n: int) -> list[int]:
     return [post(sim.root, CHAT, BODY).status for _ in range(n)]
 
 
-def test_fail_rate_answers_500_and_503(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_fail_rate_answers_500_and_503(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--fail-rate", "1", "--seed", "3")
     replies = [post(sim.root, CHAT, BODY) for _ in range(16)]
     assert {r.status for r in replies} == {500, 503}
@@ -42,7 +43,7 @@ def test_fail_rate_answers_500_and_503(simulator_factory) -> None:  # type: igno
     assert stats["completed"] == 0
 
 
-def test_seed_replays_the_same_faults(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_seed_replays_the_same_faults(simulator_factory: Callable[..., Sim]) -> None:
     flags = ("--latency-ms", "0", "--fail-rate", "0.5")
     a = _statuses(simulator_factory(*flags, "--seed", "11"), 24)
     b = _statuses(simulator_factory(*flags, "--seed", "11"), 24)
@@ -52,7 +53,7 @@ def test_seed_replays_the_same_faults(simulator_factory) -> None:  # type: ignor
     assert 200 in a and ({500, 503} & set(a))
 
 
-def test_reset_rate_drops_the_connection(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_reset_rate_drops_the_connection(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--reset-rate", "1")
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError, urllib.error.URLError)):
         post(sim.root, CHAT, BODY)
@@ -65,7 +66,7 @@ def test_reset_rate_drops_the_connection(simulator_factory) -> None:  # type: ig
     assert stats["in_flight"] == 0
 
 
-def test_slow_rate_outlasts_the_client_timeout(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_slow_rate_outlasts_the_client_timeout(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--slow-rate", "1")
     client = OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0, timeout=0.5)
     start = time.monotonic()
@@ -80,7 +81,7 @@ def test_slow_rate_outlasts_the_client_timeout(simulator_factory) -> None:  # ty
     assert sim.stats()["in_flight"] == 0
 
 
-def test_latency(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_latency(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "300", "--jitter-ms", "0")
     start = time.monotonic()
     reply = post(sim.root, CHAT, BODY)

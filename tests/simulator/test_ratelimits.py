@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
 import pytest
 from openai import OpenAI, RateLimitError
@@ -19,9 +20,13 @@ QUESTION = "What is in this image?"
 # gpt-4o, detail low: 85 image tokens, one message.
 PROMPT = prompt_tokens([QUESTION], [85])
 RATE_HEADERS = (
-    "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-requests",
-    "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens",
-)  # fmt: skip
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-reset-tokens",
+)
 TRY_AGAIN = re.compile(r"Please try again in ([0-9.hms]+)\. Visit https://platform\.openai\.com/")
 
 
@@ -39,7 +44,7 @@ def _assert_rate_headers(reply: Reply) -> None:
     parse_duration(reply.headers["x-ratelimit-reset-tokens"])
 
 
-def test_rpm_429_body_and_headers(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_rpm_429_body_and_headers(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--rpm", "3", "--tpm", "1000000")
     remaining = [int(_call(sim).headers["x-ratelimit-remaining-requests"]) for _ in range(3)]
     assert remaining == [2, 1, 0]
@@ -70,7 +75,7 @@ def test_rpm_429_body_and_headers(simulator_factory) -> None:  # type: ignore[no
     assert _call(sim).status == 200
 
 
-def test_tpm_charge_429_and_refill(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_tpm_charge_429_and_refill(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--rpm", "100000", "--tpm", "6000")
     # Charge at admission = prompt tokens + max_tokens: this one takes the whole bucket.
     first = _call(sim, max_tokens=6000 - PROMPT)
@@ -98,7 +103,7 @@ def test_tpm_charge_429_and_refill(simulator_factory) -> None:  # type: ignore[n
     assert stats["max_tokens_in_any_60s"] == 6000 + requested
 
 
-def test_request_too_large(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_request_too_large(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--tpm", "1000")
     reply = _call(sim, max_tokens=2000)
     assert reply.status == 429
@@ -126,7 +131,9 @@ def test_request_too_large(simulator_factory) -> None:  # type: ignore[no-untype
     ],
 )
 def test_admission_charge(
-    simulator_factory, extra: dict[str, int], charged_output: int  # type: ignore[no-untyped-def]
+    simulator_factory: Callable[..., Sim],
+    extra: dict[str, int],
+    charged_output: int,
 ) -> None:
     sim = simulator_factory("--latency-ms", "0", "--tpm", "50000", "--default-max-tokens", "100")
     reply = post(sim.root, CHAT, chat_body(URL, detail="low", **extra))
@@ -136,14 +143,18 @@ def test_admission_charge(
     assert sim.stats()["admitted_tokens"] == charge
     # Responses: instructions and input are prompt text; max_output_tokens is the budget.
     sim.reset()
-    body = {"model": "gpt-4o", "instructions": "Be brief.", "input": QUESTION,
-            "max_output_tokens": 33}  # fmt: skip
+    body = {
+        "model": "gpt-4o",
+        "instructions": "Be brief.",
+        "input": QUESTION,
+        "max_output_tokens": 33,
+    }
     reply = post(sim.root, "/v1/responses", body)
     expected = prompt_tokens(["Be brief.", QUESTION], messages=2) + 33
     assert reply.headers["x-ratelimit-remaining-tokens"] == str(50000 - expected)
 
 
-def test_sdk_sees_rate_limit_error(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_sees_rate_limit_error(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--rpm", "1")
     client = OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)
     client.responses.create(model="gpt-4o", input="hi", max_output_tokens=16)
@@ -154,16 +165,21 @@ def test_sdk_sees_rate_limit_error(simulator_factory) -> None:  # type: ignore[n
     assert int(info.value.response.headers["retry-after-ms"]) > 59_000
 
 
-def test_insufficient_quota(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_insufficient_quota(simulator_factory: Callable[..., Sim]) -> None:
     sim = simulator_factory("--latency-ms", "0", "--insufficient-quota")
     reply = _call(sim)
     assert reply.status == 429
-    assert reply.body == {"error": {
-        "message": "You exceeded your current quota, please check your plan and billing details. "
-                   "For more information on this error, read the docs: "
-                   "https://platform.openai.com/docs/guides/error-codes/api-errors.",
-        "type": "insufficient_quota", "param": None, "code": "insufficient_quota",
-    }}  # fmt: skip
+    assert reply.body == {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details. "
+            "For more information on this error, read the docs: "
+            "https://platform.openai.com/docs/guides/error-codes/api-errors.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+    }
     _assert_rate_headers(reply)
     assert "retry-after" not in reply.headers
     client = OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)

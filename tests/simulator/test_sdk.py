@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from openai import AsyncOpenAI, NotFoundError, OpenAI
@@ -27,7 +28,7 @@ def _aclient(sim: Sim) -> AsyncOpenAI:
     return AsyncOpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0, timeout=30)
 
 
-def _messages(*images: tuple[bytes, str]) -> list[dict[str, object]]:
+def _messages(*images: tuple[bytes, str]) -> Any:
     parts: list[dict[str, object]] = [{"type": "text", "text": QUESTION}]
     for data, detail in images:
         parts.append({"type": "image_url", "image_url": {"url": data_url(data), "detail": detail}})
@@ -40,14 +41,16 @@ def _messages(*images: tuple[bytes, str]) -> list[dict[str, object]]:
 def _expected_text(model: str, *images: tuple[bytes, int, int, str, str]) -> str:
     lines = []
     for data, w, h, detail, _ in images:
-        tokens = image_tokens(model, w, h, detail)  # type: ignore[arg-type]
+        tokens = image_tokens(model, w, h, detail)
         lines.append(f"IMAGE sha256={sha16(data)} size={w}x{h} tokens={tokens}")
     return "\n".join(lines)
 
 
 def test_sync_chat_answer_usage_and_headers(sim: Sim) -> None:
     raw = _client(sim).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=_messages((PNG, "high")), max_tokens=200  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=_messages((PNG, "high")),
+        max_tokens=200,
     )
     completion = raw.parse()
     text = completion.choices[0].message.content or ""
@@ -74,13 +77,17 @@ def test_sync_chat_answer_usage_and_headers(sim: Sim) -> None:
 
 def test_several_images_each_get_a_line(sim: Sim) -> None:
     completion = _client(sim).chat.completions.create(
-        model="gpt-4.1-mini", messages=_messages((PNG, "low"), (JPEG, "high"))  # type: ignore[arg-type]
+        model="gpt-4.1-mini",
+        messages=_messages((PNG, "low"), (JPEG, "high")),
     )
     text = completion.choices[0].message.content or ""
     image_lines = [line for line in text.splitlines() if line.startswith("IMAGE ")]
-    assert image_lines == _expected_text(
-        "gpt-4.1-mini", (PNG, 64, 32, "low", ""), (JPEG, 40, 90, "high", "")
-    ).splitlines()
+    assert (
+        image_lines
+        == _expected_text(
+            "gpt-4.1-mini", (PNG, 64, 32, "low", ""), (JPEG, 40, 90, "high", "")
+        ).splitlines()
+    )
     assert "portrait JPEG image, mostly blue" in text
     # patch model: ceil(2*1 * 1.62) = 4 and ceil(2*3 * 1.62) = 10
     assert completion.usage is not None
@@ -93,11 +100,16 @@ async def test_async_chat_stream_with_usage(sim: Sim) -> None:
     client = _aclient(sim)
     try:
         plain = await client.chat.completions.create(
-            model="gpt-4o", messages=_messages((PNG, "low")), max_tokens=100  # type: ignore[arg-type]
+            model="gpt-4o",
+            messages=_messages((PNG, "low")),
+            max_tokens=100,
         )
         stream = await client.chat.completions.create(
-            model="gpt-4o", messages=_messages((PNG, "low")), max_tokens=100,  # type: ignore[arg-type]
-            stream=True, stream_options={"include_usage": True},
+            model="gpt-4o",
+            messages=_messages((PNG, "low")),
+            max_tokens=100,
+            stream=True,
+            stream_options={"include_usage": True},
         )
         chunks = [chunk async for chunk in stream]
     finally:
@@ -107,13 +119,15 @@ async def test_async_chat_stream_with_usage(sim: Sim) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     last = chunks[-1]
     assert last.choices == [] and last.usage is not None
-    assert last.usage.model_dump() == plain.usage.model_dump()  # type: ignore[union-attr]
+    assert last.usage.model_dump() == plain.usage.model_dump()
     assert all(c.usage is None for c in chunks[:-1])
 
 
 def test_sync_chat_stream_without_usage(sim: Sim) -> None:
     stream = _client(sim).chat.completions.create(
-        model="gpt-4o", messages=_messages((PNG, "low")), stream=True  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=_messages((PNG, "low")),
+        stream=True,
     )
     chunks = list(stream)
     assert all(c.usage is None for c in chunks)
@@ -124,10 +138,15 @@ def test_sync_responses_with_instructions(sim: Sim) -> None:
     response = _client(sim).responses.create(
         model="gpt-5",
         instructions="Be brief.",
-        input=[{"role": "user", "content": [
-            {"type": "input_text", "text": QUESTION},
-            {"type": "input_image", "image_url": data_url(JPEG), "detail": "high"},
-        ]}],  # fmt: skip
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": QUESTION},
+                    {"type": "input_image", "image_url": data_url(JPEG), "detail": "high"},
+                ],
+            }
+        ],
     )
     assert response.status == "completed"
     assert response.output_text.splitlines()[0] == _expected_text(
@@ -152,10 +171,12 @@ async def test_async_responses_stream(sim: Sim) -> None:
     content = [{"type": "input_image", "image_url": data_url(PNG), "detail": "low"}]
     try:
         plain = await client.responses.create(
-            model="gpt-4o", input=[{"role": "user", "content": content}]  # type: ignore[list-item]
+            model="gpt-4o",
+            input=[{"role": "user", "content": content}],
         )
         async with client.responses.stream(
-            model="gpt-4o", input=[{"role": "user", "content": content}]  # type: ignore[list-item]
+            model="gpt-4o",
+            input=[{"role": "user", "content": content}],
         ) as stream:
             kinds = [event.type async for event in stream]
             final = await stream.get_final_response()
@@ -171,14 +192,18 @@ async def test_async_responses_stream(sim: Sim) -> None:
 def test_max_tokens_truncates(sim: Sim) -> None:
     client = _client(sim)
     completion = client.chat.completions.create(
-        model="gpt-4o", messages=_messages((PNG, "low")), max_completion_tokens=5  # type: ignore[arg-type]
+        model="gpt-4o",
+        messages=_messages((PNG, "low")),
+        max_completion_tokens=5,
     )
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage is not None and completion.usage.completion_tokens == 5
     assert count_tokens(completion.choices[0].message.content or "") <= 5
     content = [{"type": "input_image", "image_url": data_url(PNG), "detail": "low"}]
     response = client.responses.create(
-        model="gpt-4o", input=[{"role": "user", "content": content}], max_output_tokens=16  # type: ignore[list-item]
+        model="gpt-4o",
+        input=[{"role": "user", "content": content}],
+        max_output_tokens=16,
     )
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
@@ -198,12 +223,21 @@ class Description(BaseModel):
 
 def test_sdk_parse_structured_outputs(sim: Sim) -> None:
     client = _client(sim)
-    parsed = client.chat.completions.parse(
-        model="gpt-4o", messages=_messages((PNG, "low")), response_format=Description  # type: ignore[arg-type]
-    ).choices[0].message.parsed
+    parsed = (
+        client.chat.completions.parse(
+            model="gpt-4o",
+            messages=_messages((PNG, "low")),
+            response_format=Description,
+        )
+        .choices[0]
+        .message.parsed
+    )
     assert parsed is not None
     assert (parsed.colour, parsed.orientation, parsed.width, parsed.height) == (
-        "red", "landscape", 64, 32,
+        "red",
+        "landscape",
+        64,
+        32,
     )
     assert f"sha256={sha16(PNG)}" in parsed.summary
     response = client.responses.parse(
@@ -233,14 +267,16 @@ def test_models_endpoints(sim: Sim) -> None:
 async def test_many_concurrent_async_calls(sim: Sim) -> None:
     client = _aclient(sim)
     try:
-        results = await asyncio.gather(*[
-            client.chat.completions.create(
-                model="gpt-4o",
-                messages=_messages((image_bytes(8 + i, 8, (i, i, i)), "low")),  # type: ignore[arg-type]
-            )
-            for i in range(40)
-        ])  # fmt: skip
+        results = await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model="gpt-4o",
+                    messages=_messages((image_bytes(8 + i, 8, (i, i, i)), "low")),
+                )
+                for i in range(40)
+            ]
+        )
     finally:
         await client.close()
-    sizes = {r.choices[0].message.content.split()[2] for r in results}  # type: ignore[union-attr]
+    sizes = {r.choices[0].message.content.split()[2] for r in results}
     assert sizes == {f"size={8 + i}x8" for i in range(40)}

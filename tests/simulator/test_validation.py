@@ -7,7 +7,7 @@ import http.server
 import io
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from PIL import Image
@@ -20,7 +20,9 @@ CHAT = "/v1/chat/completions"
 PNG = image_bytes(16, 16)
 
 
-def _assert_error(reply: Reply, status: int, code: str | None, type_: str = "invalid_request_error") -> None:
+def _assert_error(
+    reply: Reply, status: int, code: str | None, type_: str = "invalid_request_error"
+) -> None:
     assert reply.status == status, reply.body
     assert set(reply.error) == {"message", "type", "param", "code"}
     assert reply.error["code"] == code
@@ -40,7 +42,7 @@ def test_auth_required(sim: Sim) -> None:
     assert sim.stats()["requests"] == {"401": 3, "200": 1}
 
 
-def test_specific_api_key(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_specific_api_key(simulator_factory: Callable[..., Sim]) -> None:
     # The fixture polls /v1/models with "sk-test", so that is the one accepted key here.
     sim = simulator_factory("--latency-ms", "0", "--api-key", "sk-test")
     wrong = post(sim.root, CHAT, {"model": "gpt-4o", "messages": []}, key="sk-wrong-key-999999")
@@ -63,7 +65,10 @@ def test_bad_requests(sim: Sim) -> None:
     _assert_error(bad_max, 400, "integer_below_min_value")
     unknown = post(sim.root, "/v1/responses", {"model": "gpt-99", "input": "hi"})
     _assert_error(unknown, 404, "model_not_found")
-    assert unknown.error["message"] == "The model `gpt-99` does not exist or you do not have access to it."
+    assert (
+        unknown.error["message"]
+        == "The model `gpt-99` does not exist or you do not have access to it."
+    )
 
 
 # -- images ---------------------------------------------------------------------------------------
@@ -76,9 +81,9 @@ def _frames_gif(animated: bool) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "mime"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"),
-                      ("GIF", "image/gif")],
-)  # fmt: skip
+    ("fmt", "mime"),
+    [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp"), ("GIF", "image/gif")],
+)
 def test_supported_formats(sim: Sim, fmt: str, mime: str) -> None:
     data = image_bytes(30, 20, (20, 200, 20), fmt)
     reply = post(sim.root, CHAT, chat_body(data_url(data, mime)))
@@ -92,8 +97,10 @@ def test_supported_formats(sim: Sim, fmt: str, mime: str) -> None:
     ("data", "code"),
     [
         (_frames_gif(animated=True), "invalid_image_format"),
-        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>',
-         "invalid_image_format"),
+        (
+            b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>',
+            "invalid_image_format",
+        ),
         (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "invalid_image_format"),
         (image_bytes(8, 8, fmt="BMP"), "invalid_image_format"),
         (image_bytes(8, 8, fmt="TIFF"), "invalid_image_format"),
@@ -157,15 +164,27 @@ def test_image_urls(sim: Sim, image_server: tuple[str, dict[str, bytes]]) -> Non
     localhost = base.replace("127.0.0.1", "localhost")
     assert post(sim.root, CHAT, chat_body(f"{localhost}/cat.jpg")).status == 200
     _assert_error(post(sim.root, CHAT, chat_body(f"{base}/missing.png")), 400, "invalid_image_url")
-    for url in ("https://example.com/cat.png", "http://10.0.0.1/cat.png",
-                "http://169.254.169.254/latest/meta-data", "ftp://127.0.0.1/cat.png",
-                "file:///etc/passwd"):  # fmt: skip
+    for url in (
+        "https://example.com/cat.png",
+        "http://10.0.0.1/cat.png",
+        "http://169.254.169.254/latest/meta-data",
+        "ftp://127.0.0.1/cat.png",
+        "file:///etc/passwd",
+    ):
         _assert_error(post(sim.root, CHAT, chat_body(url)), 400, "invalid_image_url")
 
 
-def test_size_caps_configurable(simulator_factory) -> None:  # type: ignore[no-untyped-def]
-    sim = simulator_factory("--latency-ms", "0", "--max-image-mb", "0.01",
-                            "--max-request-image-mb", "0.02", "--max-images", "3")  # fmt: skip
+def test_size_caps_configurable(simulator_factory: Callable[..., Sim]) -> None:
+    sim = simulator_factory(
+        "--latency-ms",
+        "0",
+        "--max-image-mb",
+        "0.01",
+        "--max-request-image-mb",
+        "0.02",
+        "--max-images",
+        "3",
+    )
     noise = Image.frombytes("L", (120, 120), random.Random(0).randbytes(120 * 120))
     buf = io.BytesIO()
     noise.save(buf, "PNG")
