@@ -112,7 +112,7 @@ def check_format(data: bytes, policy: ImagePolicy) -> str:
 def _heif_available() -> bool:
     # HEIC needs the optional pillow-heif plugin; registering it twice is harmless.
     try:
-        import pillow_heif  # type: ignore[import-not-found]
+        import pillow_heif  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return False
     pillow_heif.register_heif_opener()
