@@ -64,6 +64,10 @@ def _check_auth(request: web.Request, config: SimConfig) -> None:
 async def _read_json(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise errors.ApiError(
+            413, f"Request body exceeds {_max_body(request.app[STATE].config)} bytes."
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise errors.invalid_json() from None
     if not isinstance(body, dict):
@@ -290,11 +294,14 @@ async def _close_session(app: web.Application) -> None:
         await session.close()
 
 
+def _max_body(config: SimConfig) -> int:
+    # Base64 inflates by 4/3; leave room for the JSON around the images.
+    return config.max_request_image_bytes * 4 // 3 + 8 * 1024 * 1024
+
+
 def create_app(config: SimConfig) -> web.Application:
     """A fresh simulator app; nothing runs until it is served."""
-    # Base64 inflates by 4/3; leave room for the JSON around the images.
-    max_body = config.max_request_image_bytes * 4 // 3 + 8 * 1024 * 1024
-    app = web.Application(client_max_size=max_body, middlewares=[_errors_mw])
+    app = web.Application(client_max_size=_max_body(config), middlewares=[_errors_mw])
     app[STATE] = SimState(
         config=config,
         limits=RateLimits(tpm=config.tpm, rpm=config.rpm),

@@ -215,3 +215,10 @@ def test_key_never_in_stats_or_answers(sim: Sim) -> None:
     reply = post(sim.root, CHAT, chat_body(data_url(PNG)))
     assert KEY not in str(reply.body) and KEY not in str(reply.headers)
     assert KEY not in str(sim.stats())
+
+
+def test_body_over_the_request_cap_is_a_json_413(simulator_factory: Callable[..., Sim]) -> None:
+    sim = simulator_factory("--latency-ms", "0", "--max-request-image-mb", "0.01")
+    huge = chat_body(data_url(bytes(9 * 1024 * 1024)))
+    reply = post(sim.root, CHAT, huge)
+    _assert_error(reply, 413, None)
