@@ -91,6 +91,7 @@ class RedisLimiter:
         self._fast_asks = fast_asks
         self._lines: dict[LimitKey, _Line] = {}
         self._registered: set[LimitKey] = set()
+        self._headerless: set[LimitKey] = set()
         self._scripts = {
             name: redis.register_script(getattr(scripts, name))
             for name in ("ACQUIRE", "SETTLE", "RELEASE", "OBSERVE", "COOLDOWN", "SNAPSHOT")
@@ -306,7 +307,10 @@ class RedisLimiter:
         """Discover limits and resync the window from an answer's ``x-ratelimit-*`` headers."""
         h = parse_ratelimit_headers(headers)
         if h.empty:
-            return
+            # Recorded once per process (ends the probe phase, see scripts.ACQUIRE), then skipped.
+            if key in self._headerless:
+                return
+            self._headerless.add(key)
 
         def opt(v: int | None) -> str:
             return "" if v is None else str(v)

@@ -30,6 +30,11 @@ local function num(field)
   return tonumber(redis.call('HGET', S, field) or '0') or 0
 end
 
+-- HINCRBY by an integer; Lua 5.1 renders -0 as "-0", which Redis rejects: skip zero deltas.
+local function incr(field, delta)
+  if delta ~= 0 then redis.call('HINCRBY', S, field, string.format('%d', delta)) end
+end
+
 local function clock()
   local raw
   if ARGV[1] ~= '' then
@@ -72,9 +77,9 @@ local function prune(now)
       redis.call('HDEL', E, unpack(old, i, math.min(i + 499, #old)))
     end
     redis.call('ZREMRANGEBYSCORE', W, '-inf', now - WINDOW)
-    redis.call('HINCRBY', S, 'tok', -tok)
-    redis.call('HINCRBY', S, 'req', -req)
-    redis.call('HINCRBY', S, 'res', -res)
+    incr('tok', -tok)
+    incr('req', -req)
+    incr('res', -res)
   end
   if redis.call('ZCARD', W) == 0 then
     -- nothing in the window: the counters must be zero (self-heal after keys expired apart)
@@ -114,19 +119,25 @@ ACQUIRE = (
 local tokens = tonumber(ARGV[4])
 local now = clock()
 prune(now)
-local tpm, rpm = limits(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+local tpm, rpm, ts = limits(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8]))
 if tokens > tpm then return {-1, tpm, now, tpm, rpm} end
 local cd = num('cooldown')
 if cd > now then return {0, cd - now, now, tpm, rpm} end
+-- Limit unknown (not configured, not yet discovered): one probe call at a time until an answer
+-- brings the headers (or shows the server sends none), so a fleet never bursts past a small limit.
+if ts == 'default' and num('nohdr') == 0 and redis.call('SCARD', R) > 0 then
+  return {0, 100, now, tpm, rpm}
+end
 local tok, req = num('tok'), num('req')
 if tok + tokens <= tpm and req + 1 <= rpm then
   local id = ARGV[9]
   redis.call('ZADD', W, now, id)
   redis.call('HSET', E, id, tokens .. ',1')
   redis.call('SADD', R, id)
-  redis.call('HINCRBY', S, 'tok', tokens)
-  redis.call('HINCRBY', S, 'req', 1)
-  redis.call('HINCRBY', S, 'res', tokens)
+  incr('tok', tokens)
+  incr('req', 1)
+  incr('res', tokens)
   touch()
   return {1, 0, now, tpm, rpm}
 end
@@ -159,8 +170,8 @@ local v = redis.call('HGET', E, id)
 if not v then return {0, 0} end
 local t, q = parse(v)
 redis.call('HSET', E, id, new .. ',' .. q)
-redis.call('HINCRBY', S, 'tok', new - t)
-if redis.call('SREM', R, id) == 1 then redis.call('HINCRBY', S, 'res', -t) end
+incr('tok', new - t)
+if redis.call('SREM', R, id) == 1 then incr('res', -t) end
 return {1, new - t}
 """
 )
@@ -175,12 +186,12 @@ local id, counted = ARGV[4], ARGV[5]
 local v = redis.call('HGET', E, id)
 if not v then return {0, 0} end
 local t, q = parse(v)
-if redis.call('SREM', R, id) == 1 then redis.call('HINCRBY', S, 'res', -t) end
+if redis.call('SREM', R, id) == 1 then incr('res', -t) end
 if counted == '0' then
   redis.call('ZREM', W, id)
   redis.call('HDEL', E, id)
-  redis.call('HINCRBY', S, 'tok', -t)
-  redis.call('HINCRBY', S, 'req', -q)
+  incr('tok', -t)
+  incr('req', -q)
 end
 return {1, t}
 """
@@ -195,6 +206,9 @@ OBSERVE = (
     + r"""
 local now = clock()
 prune(now)
+if ARGV[4] == '' and ARGV[5] == '' and ARGV[6] == '' and ARGV[7] == '' then
+  redis.call('HSET', S, 'nohdr', 1)  -- a server without rate-limit headers: defaults apply
+end
 if ARGV[4] ~= '' then redis.call('HSET', S, 'disc_tpm', ARGV[4]) end
 if ARGV[5] ~= '' then redis.call('HSET', S, 'disc_rpm', ARGV[5]) end
 local tpm, rpm = limits(tonumber(ARGV[8]), tonumber(ARGV[9]),
@@ -213,9 +227,9 @@ if add_t > 0 or add_r > 0 then
   local id = ARGV[13]
   redis.call('ZADD', W, now, id)
   redis.call('HSET', E, id, add_t .. ',' .. add_r)
-  redis.call('HINCRBY', S, 'tok', add_t)
-  redis.call('HINCRBY', S, 'req', add_r)
-  redis.call('HINCRBY', S, 'resyncs', 1)
+  incr('tok', add_t)
+  incr('req', add_r)
+  incr('resyncs', 1)
 end
 touch()
 return {add_t, add_r}

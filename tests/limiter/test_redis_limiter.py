@@ -199,6 +199,9 @@ async def test_headers_discover_limits_and_resync(redis_url: str) -> None:
     snap = await lim.snapshot(KEY)
     assert snap.tpm_source == "default" and snap.tpm == 200_000
     r = await lim.acquire(KEY, 1000)
+    # limit unknown: only this probe may be in flight until its answer brings the headers
+    with pytest.raises(CapacityWaitTimeoutError):
+        await lim.acquire(KEY, 10, timeout=0.3)
     await lim.observe_headers(KEY, {
         "x-ratelimit-limit-tokens": "6000", "x-ratelimit-limit-requests": "60",
         "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-remaining-requests": "59",
@@ -217,6 +220,15 @@ async def test_headers_discover_limits_and_resync(redis_url: str) -> None:
     # no headers (an OpenAI-compatible server without them) changes nothing
     await lim.observe_headers(KEY, {"content-type": "application/json"})
     assert (await lim.snapshot(KEY)).resyncs == 1
+
+
+async def test_server_without_headers_ends_the_probe(redis_url: str) -> None:
+    lim = make(redis_url, LimitsConfig())
+    await lim.acquire(KEY, 1000)
+    await lim.observe_headers(KEY, {"content-type": "application/json"})  # e.g. vLLM, Ollama
+    for _ in range(5):
+        await lim.acquire(KEY, 1000, timeout=0.3)  # tier defaults, concurrently
+    assert (await lim.snapshot(KEY)).tpm_source == "default"
 
 
 async def test_configured_limit_vs_discovered(redis_url: str) -> None:
@@ -312,3 +324,18 @@ def test_limiter_satisfies_protocol(redis_url: str) -> None:
     from shared.limiter import Limiter
 
     assert isinstance(RedisLimiter(redis.asyncio.Redis.from_url(redis_url), config(1, 1)), Limiter)
+
+
+async def test_settled_and_external_entries_leave_the_window(redis_url: str) -> None:
+    """Entries leave the window whatever their state (settled: no reserved part; external usage:
+    zero tokens or zero requests)."""
+    lim = make(redis_url, config(1000, 10, window_s=0.3))
+    r = await lim.acquire(KEY, 400, max_output_tokens=100)
+    await lim.settle(r, prompt_tokens=100, completion_tokens=5)
+    await lim.observe_headers(KEY, {"x-ratelimit-remaining-requests": "2"})  # 0 tokens, 7 reqs
+    assert (await lim.snapshot(KEY)).requests == 8
+    await asyncio.sleep(0.35)
+    snap = await lim.snapshot(KEY)
+    assert (snap.tokens_used, snap.tokens_reserved, snap.requests) == (0, 0, 0)
+    for _ in range(10):
+        await lim.acquire(KEY, 100, timeout=0.2)

@@ -1,0 +1,81 @@
+"""``imgq limits``: per model, the limit in force, tokens used and reserved in the current window,
+requests, and any fleet-wide cooldown — read from the limiter's shared state in Redis.
+
+    $ imgq limits
+    MODEL          ACCOUNT           TPM     SOURCE      USED  RESERVED  FREE    RPM  REQS  COOLDOWN
+    gpt-4.1-mini   3f2a9c0d11e4b7a2  6000    discovered  4210  600       1190    60   23    -
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import click
+
+from shared.limiter import LimitKey, LimitsConfig, LimitSnapshot, RedisLimiter, key_fingerprint
+
+
+async def collect(
+    redis_url: str, config: LimitsConfig, account: str, models: tuple[str, ...]
+) -> list[LimitSnapshot]:
+    """Snapshots of every limit in the registry, plus this account's configured/asked models."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        limiter = RedisLimiter(client, config)
+        keys = set(await limiter.known_keys())
+        keys |= {LimitKey(m, account) for m in (*config.configured, *models)}
+        if models:
+            keys = {k for k in keys if k.model in models}
+        return [await limiter.snapshot(k) for k in sorted(keys, key=lambda k: (k.model, k.account))]
+    finally:
+        await client.aclose()
+
+
+def render_table(snaps: list[LimitSnapshot]) -> str:
+    head = ("MODEL", "ACCOUNT", "TPM", "SOURCE", "USED", "RESERVED", "FREE", "RPM", "REQS",
+            "COOLDOWN")  # fmt: skip
+    rows = [head] + [
+        (
+            s.key.model,
+            s.key.account,
+            str(s.tpm),
+            s.tpm_source,
+            str(s.tokens_used),
+            str(s.tokens_reserved),
+            str(s.tokens_available),
+            str(s.rpm),
+            str(s.requests),
+            f"{s.cooldown_s:.1f}s" if s.cooldown_s > 0 else "-",
+        )
+        for s in snaps
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)  # fmt: skip
+
+
+@click.command(name="limits")
+@click.option("--model", "models", multiple=True, help="Only this model (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per limit, in a list.")
+def limits(models: tuple[str, ...], as_json: bool) -> None:
+    """Show the fleet-wide limits: TPM/RPM, tokens used and reserved in the window, cooldowns."""
+    from shared.embedded_redis import resolve_redis_url
+    from shared.settings import Settings
+
+    settings = Settings()
+    config = LimitsConfig.from_settings(settings)
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    account = key_fingerprint(key, settings.openai_base_url)
+    url = resolve_redis_url(settings.redis_url)
+    snaps = asyncio.run(collect(url, config, account, models))
+    if as_json:
+        out: list[dict[str, Any]] = [s.as_dict() for s in snaps]
+        click.echo(json.dumps(out, indent=2))
+    elif not snaps:
+        click.echo("no limits in use yet (configure IMGQ_MODEL_LIMITS or run a worker)")
+    else:
+        click.echo(render_table(snaps))
