@@ -1,4 +1,4 @@
-"""The aiohttp application: OpenAI's endpoints, rate limits, faults, and the ``/_sim`` endpoints.
+"""The aiohttp application: OpenAI's answering endpoints, with rate limits and faults.
 
 In-process use (benchmarks)::
 
@@ -9,56 +9,26 @@ In-process use (benchmarks)::
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from shared.text_tokens import encoding, prompt_tokens
-from shared.vision_tokens import VISION_SPECS, image_tokens, is_known_model
-from simulator import errors, render
+from shared.vision_tokens import image_tokens, is_known_model
+from simulator import admin, errors, render
 from simulator.answers import Answer, build_answer
 from simulator.config import SimConfig
 from simulator.images import ImageInfo, decode_data_url, fetch_image_url, inspect_image
 from simulator.payload import Prompt, parse_chat, parse_responses
 from simulator.ratelimit import RateLimits
+from simulator.state import STATE, SimState, check_auth
 from simulator.stats import Stats
 
-
-@dataclass
-class SimState:
-    """Everything one running simulator holds; lives on the app under :data:`STATE`."""
-
-    config: SimConfig
-    limits: RateLimits
-    stats: Stats
-    rng: random.Random
-    session: aiohttp.ClientSession | None = None
-    ids: itertools.count[int] = field(default_factory=itertools.count)
-    prefix: str = field(default_factory=lambda: os.urandom(4).hex())
-
-    def next_id(self) -> str:
-        return f"{self.prefix}{next(self.ids):012x}"
-
-
-STATE = web.AppKey("simulator_state", SimState)
 _COMMON_HEADERS = {"openai-version": "2020-10-01", "openai-organization": errors.ORG}
-
-
-def _check_auth(request: web.Request, config: SimConfig) -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        raise errors.missing_api_key()
-    if config.api_key is not None and key != config.api_key:
-        raise errors.invalid_api_key(key)
 
 
 async def _read_json(request: web.Request) -> dict[str, Any]:
@@ -121,7 +91,7 @@ async def _answer(
     request: web.Request, api: str, state: SimState, rid: str, started: float
 ) -> web.StreamResponse:
     cfg, stats = state.config, state.stats
-    _check_auth(request, cfg)
+    check_auth(request, cfg)
     body = await _read_json(request)
     prompt = parse_chat(body) if api == "chat" else parse_responses(body)
     if not is_known_model(prompt.model):
@@ -235,25 +205,6 @@ def _api_handler(api: str) -> Any:
     return handler
 
 
-async def _models(request: web.Request) -> web.Response:
-    _check_auth(request, request.app[STATE].config)
-    data = [
-        {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
-        for m in VISION_SPECS
-    ]
-    return web.json_response({"object": "list", "data": data})
-
-
-async def _model(request: web.Request) -> web.Response:
-    _check_auth(request, request.app[STATE].config)
-    model = request.match_info["model"]
-    if not is_known_model(model):
-        raise errors.model_not_found(model)
-    return web.json_response(
-        {"id": model, "object": "model", "created": 1700000000, "owned_by": "system"}
-    )
-
-
 @web.middleware
 async def _errors_mw(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -261,26 +212,6 @@ async def _errors_mw(request: web.Request, handler: Any) -> web.StreamResponse:
         return resp
     except errors.ApiError as err:
         return web.json_response(err.body(), status=err.status, headers=err.headers)
-
-
-async def _stats(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    snap = state.stats.snapshot(time.monotonic())
-    snap["limits"] = {"tpm": state.config.tpm, "rpm": state.config.rpm}
-    return web.json_response(snap)
-
-
-async def _reset(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    state.limits.reset()
-    state.stats.reset(time.monotonic(), time.time())
-    return web.json_response({"ok": True})
-
-
-async def _config(request: web.Request) -> web.Response:
-    cfg = asdict(request.app[STATE].config)
-    cfg["api_key"] = None if cfg["api_key"] is None else errors.mask_key(cfg["api_key"])
-    return web.json_response(cfg)
 
 
 async def _warm_up(app: web.Application) -> None:
@@ -310,11 +241,7 @@ def create_app(config: SimConfig) -> web.Application:
     )
     app.router.add_post("/v1/chat/completions", _api_handler("chat"))
     app.router.add_post("/v1/responses", _api_handler("responses"))
-    app.router.add_get("/v1/models", _models)
-    app.router.add_get("/v1/models/{model}", _model)
-    app.router.add_get("/_sim/stats", _stats)
-    app.router.add_post("/_sim/reset", _reset)
-    app.router.add_get("/_sim/config", _config)
+    admin.add_routes(app)
     app.on_startup.append(_warm_up)
     app.on_cleanup.append(_close_session)
     return app

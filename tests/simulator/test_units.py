@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 from typing import Any
 
 import jsonschema
@@ -158,3 +160,24 @@ def test_schema_answers_carry_the_facts() -> None:
     assert first == {"description": FACTS.text}
     item = from_schema(SCHEMAS[2], FACTS)["items"][0]
     assert (item["colour"], item["sha256"], item["width"]) == ("red", "0123456789abcdef", 8)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "answers",
+        "config",
+        "durations",
+        "errors",
+        "images",
+        "payload",
+        "ratelimit",
+        "render",
+        "schema_answer",
+        "stats",
+    ],
+)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(f"simulator.{name}")
+    result = doctest.testmod(module)
+    assert result.failed == 0 and result.attempted > 0
