@@ -280,3 +280,18 @@ async def test_many_concurrent_async_calls(sim: Sim) -> None:
         await client.close()
     sizes = {r.choices[0].message.content.split()[2] for r in results}
     assert sizes == {f"size={8 + i}x8" for i in range(40)}
+
+
+def test_sync_responses_stream(sim: Sim) -> None:
+    content = [{"type": "input_image", "image_url": data_url(JPEG), "detail": "low"}]
+    events = list(
+        _client(sim).responses.create(
+            model="o4-mini", input=[{"role": "user", "content": content}], stream=True
+        )
+    )
+    assert events[-1].type == "response.completed"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    final = events[-1].response
+    assert deltas == final.output_text
+    assert deltas.startswith(f"IMAGE sha256={sha16(JPEG)} size=40x90 tokens=11\n")  # 2*3 * 1.72
+    assert [e.sequence_number for e in events] == list(range(len(events)))
