@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from shared.errors import (
     ImageError,
@@ -129,6 +129,21 @@ def _check_format(fmt: str) -> Check:
         assert (p.width, p.height) == im.size
 
     return check
+
+
+def _srgb_tagged_jpeg() -> bytes:
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return s.encode(Image.new("RGB", (80, 60), (10, 120, 230)), "JPEG", icc_profile=icc)
+
+
+def _check_srgb(p: PreparedImage, im: Image.Image) -> None:
+    assert "icc_profile" not in im.info and near(im.getpixel((40, 30)), (10, 120, 230), 6)
+
+
+def _mpo() -> bytes:
+    # Phone cameras write MPO (a JPEG plus extra pictures); Pillow calls it animated, it is not.
+    frames = [s.photo((200, 150)), Image.new("RGB", (200, 150), "black")]
+    return s.encode(frames[0], "MPO", save_all=True, append_images=frames[1:])
 
 
 def _heic_header() -> bytes:

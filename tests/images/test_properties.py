@@ -86,3 +86,20 @@ def test_prepare_image_keeps_tokens(model: str, detail: Detail, w: int, h: int, 
 def test_doctests(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
+
+
+def test_safe_in_thread_and_process_pools() -> None:
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+    from functools import partial
+
+    from shared.errors import InvalidImageError
+
+    inputs = [s.encode(s.photo((900 + 50 * i, 700)), "JPEG") for i in range(6)]
+    run = partial(prepare_image, model="gpt-4o", detail="high")
+    expected = [run(d) for d in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(run, inputs)) == expected  # deterministic, no shared state
+    with ProcessPoolExecutor(2) as pool:
+        assert list(pool.map(run, inputs[:2])) == expected[:2]  # results pickle
+        with pytest.raises(InvalidImageError, match="empty"):  # typed errors survive pickling
+            pool.submit(run, b"").result()
