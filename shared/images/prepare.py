@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
+from shared.errors import InvalidJobError
 from shared.images.decode import (
     OpenedImage,
     load,
@@ -28,7 +29,7 @@ from shared.images.decode import (
 from shared.images.formats import MIME
 from shared.images.policy import ImagePolicy
 from shared.images.resize import encode, resize_image, target_size
-from shared.vision_tokens import Detail, image_tokens
+from shared.vision_tokens import Detail, image_tokens, is_known_model
 
 _LOSSLESS_SOURCES = frozenset({"png", "gif", "bmp", "tiff"})
 _DEFAULT_POLICY = ImagePolicy()
@@ -65,9 +66,12 @@ def prepare_image(
 ) -> PreparedImage:
     """Validate, decode and resize ``data`` to what ``model`` sees at ``detail``; re-encode it.
 
-    Raises ``InvalidImageError``, ``UnsupportedImageFormatError`` or ``ImageTooLargeError``.
+    Raises ``InvalidImageError``, ``UnsupportedImageFormatError`` or ``ImageTooLargeError``
+    (``InvalidJobError`` for a model without image token rules).
     Without ``max_image_tokens`` the token count equals that of the original image.
     """
+    if not is_known_model(model):
+        raise InvalidJobError(f"no image token rules for model {model!r}: cannot size the image")
     policy = policy or _DEFAULT_POLICY
     opened = open_image(data, policy)
     dw, dh = opened.display_size

@@ -103,3 +103,10 @@ def test_safe_in_thread_and_process_pools() -> None:
         assert list(pool.map(run, inputs[:2])) == expected[:2]  # results pickle
         with pytest.raises(InvalidImageError, match="empty"):  # typed errors survive pickling
             pool.submit(run, b"").result()
+
+
+def test_unknown_model_is_a_job_error() -> None:
+    from shared.errors import InvalidJobError
+
+    with pytest.raises(InvalidJobError, match="llama"):
+        prepare_image(s.encode(s.photo((10, 10)), "PNG"), model="llama-3", detail="auto")
