@@ -1,0 +1,284 @@
+"""Rate-limit benchmark: achieved TPM / configured TPM and 429 rate, side by side in one run.
+
+    python -m benchmarks.ratelimit [--quick] [--no-write]
+
+Every scenario gets a fresh simulator with the same limits and the same kind of load (one
+distinct 512x512 PNG + a short prompt per call, gpt-4.1-mini, max_tokens 200): more work than the
+limit allows, so each approach runs saturated.
+
+* imgq with 1, 2 and 4 ``imgq worker`` processes (the real pipeline: producer -> Redis broker ->
+  workers -> the Redis limiter), limits given in ``IMGQ_MODEL_LIMITS``;
+* naive: ``asyncio.gather`` under a semaphore of 32, the SDK's default retries;
+* cookbook: in-process token bucket on an estimate, 15 s pause after a 429 (benchmarks/
+  ratelimit_peers.py).
+
+Achieved TPM is measured over whole minutes after the first minute (the simulator's buckets start
+full, which lets anyone burst a whole extra minute at the start); the 429 rate is over every
+HTTP answer of the run. The table goes between the ``ratelimit`` markers of BENCHMARKS.md.
+``--quick``: only imgq with 4 processes and the two peers, one measured minute (~7 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import math
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from benchmarks.ratelimit_peers import MODEL, Call, run_cookbook, run_naive
+from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.text_tokens import prompt_tokens
+from shared.vision_tokens import image_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- ratelimit:start -->", "<!-- ratelimit:end -->"
+PROMPT = "Describe this image in one sentence."
+MAX_OUT = 200
+SIZE = 512
+
+
+@dataclass(frozen=True)
+class Setup:
+    tpm: int = 60_000
+    rpm: int = 3_000
+    latency_ms: int = 500
+    jitter_ms: int = 200
+    minutes: int = 2  # measured minutes, after the first one
+    worker_concurrency: int = 32
+
+    @property
+    def call_tokens(self) -> int:
+        return prompt_tokens([PROMPT], [image_tokens(MODEL, SIZE, SIZE, "auto")]) + MAX_OUT
+
+    @property
+    def run_seconds(self) -> float:
+        return 60.0 * (self.minutes + 1) + 4.0
+
+    @property
+    def calls(self) -> int:  # comfortably more than the limit lets through
+        return math.ceil(self.tpm * (self.minutes + 1.5) / self.call_tokens) + 40
+
+
+def png(i: int) -> bytes:
+    im = Image.new("RGB", (SIZE, SIZE), ((i * 67) % 256, (i * 131) % 256, (i * 29) % 256))
+    im.putpixel((i % SIZE, (i // SIZE) % SIZE), (255, 255, 255))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- the simulator --------------------------------------------------------------------------------
+class Sim:
+    def __init__(self, s: Setup) -> None:
+        port = free_port()
+        self.root = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.root}/v1"
+        args = ["--tpm", str(s.tpm), "--rpm", str(s.rpm), "--latency-ms", str(s.latency_ms),
+                "--jitter-ms", str(s.jitter_ms), "--seed", "1"]  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.stats()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("simulator did not start") from None
+                time.sleep(0.1)
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.root}/_sim/stats", timeout=10) as r:
+            return json.loads(r.read())  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.root}/_sim/reset", method="POST", data=b"")
+        urllib.request.urlopen(req, timeout=10).close()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def measure(
+    stats: dict[str, Any], s: Setup, name: str, procs: int, out: Counter[str]
+) -> dict[str, Any]:
+    per_s: list[int] = stats["admitted_tokens_per_second"]
+    first = next((i for i, n in enumerate(per_s) if n), 0)
+    window = per_s[first + 60 : first + 60 + 60 * s.minutes]
+    answers = sum(int(v) for v in stats["requests"].values())
+    n429 = int(stats["requests"].get("429", 0))
+    return {
+        "approach": name,
+        "processes": procs,
+        "tpm_ratio": sum(window) / (s.tpm * s.minutes),
+        "rate_429": n429 / answers if answers else 0.0,
+        "answers": answers,
+        "n429": n429,
+        "max60_ratio": stats["max_tokens_in_any_60s"] / s.tpm,
+        "ok": out.get("ok", stats["completed"]),
+        "complete_window": len(window) == 60 * s.minutes,
+    }
+
+
+# -- imgq: the real pipeline ----------------------------------------------------------------------
+def _worker_env(redis_url: str, sim: Sim, s: Setup) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMGQ_", "OPENAI_"))}
+    env.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / ".cache" / "tiktoken"))
+    env.update(
+        IMGQ_REDIS_URL=redis_url,
+        OPENAI_BASE_URL=sim.base_url,
+        OPENAI_API_KEY="sk-bench",
+        IMGQ_MODEL_LIMITS=json.dumps({MODEL: {"tpm": s.tpm, "rpm": s.rpm}}),
+        IMGQ_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def run_imgq(s: Setup, procs: int) -> dict[str, Any]:
+    import redis
+
+    from producer.client import Client, SubmitRequest
+    from shared.settings import Settings
+
+    sim = Sim(s)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        with EmbeddedRedis() as r:
+            env = _worker_env(r.url, sim, s)
+            for i in range(procs):
+                cmd = [sys.executable, "-m", "producer.cli", "worker", "-c",
+                       str(s.worker_concurrency), "-Q", "interactive,bulk", "-l", "WARNING",
+                       "-n", f"bench{i}-{os.getpid()}@%h"]  # fmt: skip
+                workers.append(
+                    subprocess.Popen(
+                        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    )
+                )
+            check = redis.Redis.from_url(r.url)
+            deadline = time.monotonic() + 60
+            while not check.exists("_kombu.binding.interactive"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("imgq workers did not start")
+                time.sleep(0.2)
+            time.sleep(2.0 + procs)  # let every worker reach its consumer loop
+            sim.reset()
+            with Client(Settings(redis_url=r.url)) as client:
+                t0 = time.monotonic()
+                client.submit_many(
+                    SubmitRequest(images=[png(i)], prompt=PROMPT, max_output_tokens=MAX_OUT,
+                                  model=MODEL, dedup=False)
+                    for i in range(s.calls)
+                )  # fmt: skip
+                time.sleep(max(0.0, s.run_seconds - (time.monotonic() - t0)))
+                stats = sim.stats()
+    finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+        sim.stop()
+    return measure(stats, s, "imgq", procs, Counter())
+
+
+def run_peer(s: Setup, name: str) -> dict[str, Any]:
+    sim = Sim(s)
+    try:
+        calls = [Call(PROMPT, "data:image/png;base64," + base64.b64encode(png(i)).decode(), MAX_OUT)
+                 for i in range(s.calls)]  # fmt: skip
+        sim.reset()
+        if name == "naive":
+            out = asyncio.run(run_naive(sim.base_url, calls, seconds=s.run_seconds))
+        else:
+            out = asyncio.run(run_cookbook(sim.base_url, calls, seconds=s.run_seconds,
+                                           tpm=s.tpm, rpm=s.rpm))  # fmt: skip
+        stats = sim.stats()
+    finally:
+        sim.stop()
+    return measure(stats, s, name, 1, out)
+
+
+def table(rows: list[dict[str, Any]], s: Setup, quick: bool) -> str:
+    lines = [
+        f"Simulator: TPM {s.tpm:,}, RPM {s.rpm:,}, latency {s.latency_ms}±{s.jitter_ms} ms; "
+        f"each call ≈ {s.call_tokens} tokens at admission (512x512 PNG on {MODEL} + prompt + "
+        f"max_tokens {MAX_OUT}); achieved TPM over {s.minutes} whole minute(s) after the first; "
+        f"{'`--quick`' if quick else 'full'} run on {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}.",
+        "",
+        "| approach | processes | achieved TPM / limit | 429 rate | 429s / answers "
+        "| max tokens in any 60 s / limit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['approach']} | {r['processes']} | {r['tpm_ratio']:.3f} "
+            f"| {100 * r['rate_429']:.2f} % | {r['n429']} / {r['answers']} "
+            f"| {r['max60_ratio']:.2f} |"
+        )
+    lines += ["", "Targets: imgq ≥ 0.95 of TPM with < 0.5 % 429s at 4 processes, best on both."]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path) -> None:
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"{BEGIN}\n{text}\n{END}"
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + section + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n## Rate limits\n\n" + section + "\n"
+    path.write_text(new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--quick", action="store_true", help="imgq x4 and the peers, 1 minute each")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
+    ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = ap.parse_args()
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / ".cache" / "tiktoken"))
+    s = Setup(minutes=1) if args.quick else Setup()
+    procs = (4,) if args.quick else (1, 2, 4)
+    rows = []
+    for n in procs:
+        print(f"imgq, {n} worker process(es)...", flush=True)
+        rows.append(run_imgq(s, n))
+        print(rows[-1], flush=True)
+    for name in ("naive", "cookbook"):
+        print(f"{name}...", flush=True)
+        rows.append(run_peer(s, name))
+        print(rows[-1], flush=True)
+    text = table(rows, s, args.quick)
+    print(text)
+    if not args.no_write:
+        write_section(text, args.output)
+
+
+if __name__ == "__main__":
+    main()

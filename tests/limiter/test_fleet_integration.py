@@ -1,0 +1,83 @@
+"""The real pipeline at a small TPM: 3 `imgq worker` processes -> the Redis limiter -> simulator.
+
+More work than one minute allows is queued at once; the fleet must keep the simulator's busiest
+60 s under its TPM, get (almost) no 429s, run every job exactly once, and finish the backlog
+when the next window opens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from producer.client import Client, SubmitRequest
+from shared.settings import Settings
+from tests.conftest import ROOT, Sim
+from tests.pipeline.conftest import make_image, wait_for_worker, worker_env
+
+TPM, RPM = 6000, 60
+
+
+@pytest.fixture
+def fleet(redis_url: str, tmp_path: Path) -> Iterator[Callable[[Sim, int], None]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(sim: Sim, n: int) -> None:
+        limits = json.dumps({"gpt-4.1-mini": {"tpm": TPM, "rpm": RPM}})
+        for i in range(n):
+            log = open(tmp_path / f"worker{i}.log", "wb")  # noqa: SIM115
+            cmd = [sys.executable, "-m", "producer.cli", "worker", "-c", "16", "-Q",
+                   "interactive,bulk", "-n", f"fleet{i}-{os.getpid()}@%h"]  # fmt: skip
+            env = worker_env(redis_url, sim, IMGQ_MODEL_LIMITS=limits)
+            procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log))
+        wait_for_worker(redis_url)
+
+    yield start
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(170)
+def test_three_workers_stay_under_a_small_tpm(
+    redis_url: str, simulator_factory: Callable[..., Sim], fleet: Callable[[Sim, int], None]
+) -> None:
+    sim = simulator_factory("--tpm", str(TPM), "--rpm", str(RPM), "--latency-ms", "50",
+                            "--jitter-ms", "30", "--seed", "2")  # fmt: skip
+    fleet(sim, 3)
+    sim.reset()
+    n = 70  # ~120 tokens each at admission: ~50 fit in a minute, the rest in the next window
+    images = [make_image(i, size=(64 + i % 7, 48 + i % 5)) for i in range(n)]
+    with Client(Settings(redis_url=redis_url)) as c:
+        ids = c.submit_many(
+            SubmitRequest(images=[img], prompt="Describe this image.", max_output_tokens=100,
+                          priority="bulk" if i % 2 else "interactive", metadata={"i": i})
+            for i, img in enumerate(images)
+        )  # fmt: skip
+        results = list(c.as_completed(ids, timeout=130))
+    stats = sim.stats()
+    print("fleet:", {k: stats[k] for k in ("max_tokens_in_any_60s", "admitted_tokens", "codes",
+                                           "requests", "admitted_requests")})  # fmt: skip
+    assert stats["max_tokens_in_any_60s"] <= TPM
+    assert stats["max_requests_in_any_60s"] <= RPM
+    assert stats["codes"].get("rate_limit_exceeded", 0) <= 1
+    assert sorted(r.job_id for r in results) == sorted(ids)
+    assert all(r.status == "succeeded" for r in results), [r.error for r in results]
+    assert stats["admitted_requests"] == n  # each job admitted once
+    assert set(stats["image_hashes"].values()) == {1}  # no job ran twice
+    # the first minute was used: most of the budget went out before the window reopened
+    first = next(i for i, v in enumerate(stats["admitted_tokens_per_second"]) if v)
+    assert sum(stats["admitted_tokens_per_second"][first : first + 60]) >= 0.85 * TPM
