@@ -134,7 +134,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, metrics_: Metrics | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[CLIENT] = AsyncClient(settings)
+    app[CLIENT] = AsyncClient(settings, allow_paths=False)
     app[METRICS] = metrics_ or Metrics()
 
     async def close(app: web.Application) -> None:

@@ -74,8 +74,11 @@ class AsyncClient:
         *,
         redis_url: str | None = None,
         celery: Celery | None = None,
+        allow_paths: bool = True,
     ) -> None:
         self.settings = settings or Settings()
+        # A server taking images from untrusted callers must never read its own files.
+        self._allow_paths = allow_paths
         self._redis_url = redis_url or self.settings.redis_url
         self._celery = celery
         self._redis: aioredis.Redis | None = None
@@ -155,18 +158,15 @@ class AsyncClient:
         for item in req.images:
             inp = item if isinstance(item, ImageInput) else ImageInput(item)
             detail = inp.detail or req.detail
-            src = parse_source(inp.source)
+            src = parse_source(
+                inp.source, max_bytes=s.max_image_bytes, allow_paths=self._allow_paths
+            )
             if isinstance(src, UrlSource):
                 ref = src.url
             elif isinstance(src, S3Source):
                 ref = f"s3://{src.bucket}/{src.key}"
             else:
                 assert isinstance(src, BytesSource)
-                if len(src.data) > s.max_image_bytes:
-                    raise errors.ImageTooLargeError(
-                        f"{_describe(inp.source) or 'an image'} is {len(src.data) / 1e6:.1f} MB;"
-                        f" the limit is {s.max_image_bytes / 1e6:.0f} MB per image"
-                    )
                 ref = await store.put(src.data)
             specs.append(ImageSpec(ref=ref, detail=detail, source=_describe(inp.source)))
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     worker_concurrency: int = 256
     metrics_port: int | None = None
     log_level: str = "INFO"
+
+    @field_validator("openai_api_key", "openai_base_url", "redis_url", "broker_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose and shells pass `VAR=` for "not set": treat an empty value as missing.
+        return None if value == "" else value
 
     @property
     def effective_broker_url(self) -> str | None:

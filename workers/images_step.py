@@ -7,7 +7,7 @@ import functools
 import time
 
 from shared.errors import ImageTooLargeError
-from shared.images import PreparedImage, fetch_image, prepare_image, read_s3
+from shared.images import ImagePolicy, PreparedImage, fetch_image, prepare_image, read_s3
 from shared.jobs import ImageSpec, Job
 from shared.storage.s3_store import parse_s3_ref
 from shared.vision_tokens import is_known_model
@@ -31,6 +31,7 @@ async def prepare_job_images(job: Job, deps: WorkerDeps) -> list[PreparedImage]:
     """All images of ``job``, validated and sized to what the model sees (typed errors on bad input)."""
     vision_model = job.model if is_known_model(job.model) else FALLBACK_VISION_MODEL
     loop = asyncio.get_running_loop()
+    policy = ImagePolicy(max_bytes=deps.settings.max_image_bytes)
     raw = await asyncio.gather(*(load_image(s, deps) for s in job.images))
     started = time.perf_counter()
     prepared = await asyncio.gather(
@@ -43,6 +44,7 @@ async def prepare_job_images(job: Job, deps: WorkerDeps) -> list[PreparedImage]:
                     model=vision_model,
                     detail=spec.detail,
                     max_image_tokens=job.max_image_tokens,
+                    policy=policy,
                 ),
             )
             for data, spec in zip(raw, job.images, strict=True)

@@ -141,7 +141,7 @@ async def _call_with_retries(
 ) -> Result:
     settings, m = deps.settings, deps.metrics
     key = LimitKey(model=job.model, account=deps.account)
-    parts = [(p.data_url(), s.detail) for p, s in zip(images, job.images, strict=True)]
+    parts = [(p.data_url(), p.detail) for p in images]  # detail may drop to low for a budget
 
     async def observe(headers: Mapping[str, str]) -> None:
         await deps.limiter.observe_headers(key, headers)
