@@ -188,17 +188,13 @@ def api(host: str, port: int) -> None:
 
 def _register_optional() -> None:
     # Commands that live in their own modules; imported lazily so `imgq --help` stays fast.
+    from producer.estimate import estimate
+    from producer.limits_cmd import limits
     from simulator.cli import sim
 
     main.add_command(sim, "sim")
-    try:  # TODO(lead): remove guard once estimate/limits land
-        from producer.estimate import estimate
-        from producer.limits_cmd import limits
-
-        main.add_command(estimate, "estimate")
-        main.add_command(limits, "limits")
-    except ModuleNotFoundError:
-        pass
+    main.add_command(estimate, "estimate")
+    main.add_command(limits, "limits")
 
 
 _register_optional()

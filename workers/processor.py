@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from shared import errors
 from shared.images import PreparedImage
 from shared.jobs import ErrorInfo, Job, Result
-from shared.limiter import LimitKey
+from shared.limiter import LimitKey, parse_ratelimit_headers
 from shared.pricing import cost_usd
 from shared.prompt_guard import check_prompt
 from shared.storage import wait_result
@@ -145,6 +145,14 @@ async def _call_with_retries(
 
     async def observe(headers: Mapping[str, str]) -> None:
         await deps.limiter.observe_headers(key, headers)
+        seen = parse_ratelimit_headers(headers)
+        m.set_ratelimit_remaining(
+            job.model, tokens=seen.remaining_tokens, requests=seen.remaining_requests
+        )
+        if seen.limit_tokens is not None:
+            m.limit_tokens_per_minute.labels(model=job.model).set(seen.limit_tokens)
+        if seen.limit_requests is not None:
+            m.limit_requests_per_minute.labels(model=job.model).set(seen.limit_requests)
 
     while True:
         result.attempts += 1
@@ -187,8 +195,10 @@ async def _call_with_retries(
             if isinstance(exc, errors.RateLimitedError):
                 m.rate_limited_total.labels(model=job.model).inc()
                 await deps.limiter.cooldown(key, exc.retry_after or 1.0)
+                m.set_cooldown_until(job.model, time.time() + (exc.retry_after or 1.0))
             if isinstance(exc, errors.RateLimitedError | errors.UpstreamTimeoutError):
                 deps.concurrency.on_overload()
+                m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
             delay = retry_delay(exc, result.attempts, max_attempts=settings.max_attempts)
             if delay is None:
                 raise
@@ -201,7 +211,8 @@ async def _call_with_retries(
             prompt_tokens=outcome.prompt_tokens,
             completion_tokens=outcome.completion_tokens,
         )
-        deps.concurrency.on_success(outcome.latency_seconds)
+        deps.concurrency.on_success(outcome.latency_seconds, capacity_wait_s=reservation.waited_s)
+        m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
         m.api_requests_total.labels(model=job.model, api=job.api, outcome="ok").inc()
         m.api_latency_seconds.labels(model=job.model, api=job.api).observe(outcome.latency_seconds)
         return _succeeded(job, result, outcome, deps)
