@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from producer.client import AsyncClient, ImageInput, SubmitRequest
@@ -69,7 +69,7 @@ async def _parse(request: web.Request) -> SubmitRequest:
         images: list[ImageInput] = []
         reader = await request.multipart()
         async for part in reader:
-            if not isinstance(part, web.BodyPartReader):
+            if not isinstance(part, BodyPartReader):
                 continue
             if part.filename is not None or part.name == "image":
                 data = bytes(await part.read(decode=True))

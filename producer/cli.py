@@ -26,8 +26,10 @@ def expand_inputs(items: tuple[str, ...]) -> Iterator[str]:
         path = Path(item)
         if "://" not in item and path.is_dir():
             for child in sorted(path.iterdir()):
-                if child.is_file() and not child.name.startswith(".") and (
-                    child.suffix.lower() in IMAGE_SUFFIXES
+                if (
+                    child.is_file()
+                    and not child.name.startswith(".")
+                    and (child.suffix.lower() in IMAGE_SUFFIXES)
                 ):
                     yield str(child)
         else:

@@ -107,7 +107,9 @@ class AsyncClient:
         await self.aclose()
 
     # -- submit ------------------------------------------------------------------------------
-    async def submit(self, images: Sequence[ImageLike | ImageInput], prompt: str, **options: Any) -> str:
+    async def submit(
+        self, images: Sequence[ImageLike | ImageInput], prompt: str, **options: Any
+    ) -> str:
         """Enqueue one job; returns its id. Bad input gives a failed job, never an exception."""
         return (await self.submit_many([SubmitRequest(images=images, prompt=prompt, **options)]))[0]
 
@@ -139,7 +141,9 @@ class AsyncClient:
                 for job in to_send:
                     failed = Result(job_id=job.job_id, status="failed", model=job.model)
                     failed.error = ErrorInfo(
-                        code="storage_unavailable", message=f"could not enqueue: {exc}", retryable=True
+                        code="storage_unavailable",
+                        message=f"could not enqueue: {exc}",
+                        retryable=True,
                     )
                     await results.put(failed, force=True)
                 raise errors.StorageUnavailableError(f"could not reach the broker: {exc}") from exc
@@ -195,7 +199,9 @@ class AsyncClient:
         events: JobEvents,
     ) -> None:
         now = time.time()
-        failed = Result(job_id=job_id, status="failed", model=req.model or self.settings.default_model)
+        failed = Result(
+            job_id=job_id, status="failed", model=req.model or self.settings.default_model
+        )
         failed.metadata = req.metadata
         failed.error = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
         failed.timings.queued_at = failed.timings.finished_at = now
@@ -208,7 +214,10 @@ class AsyncClient:
         with app.producer_or_acquire() as producer:
             for job in jobs:
                 app.send_task(
-                    TASK_NAME, args=[job.model_dump(mode="json")], queue=job.priority, producer=producer
+                    TASK_NAME,
+                    args=[job.model_dump(mode="json")],
+                    queue=job.priority,
+                    producer=producer,
                 )
 
     # -- read --------------------------------------------------------------------------------
@@ -220,7 +229,9 @@ class AsyncClient:
             return r
         raise TimeoutError(job_id)  # pragma: no cover
 
-    def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> AsyncIterator[Result]:
+    def as_completed(
+        self, job_ids: Iterable[str], timeout: float | None = None
+    ) -> AsyncIterator[Result]:
         """Terminal results in the order they finish; TimeoutError after ``timeout`` seconds."""
         _, results, events = self._connect()
         return iter_results(results, events, job_ids, timeout=timeout)
@@ -245,12 +256,18 @@ class Client:
     def wait(self, job_id: str, timeout: float | None = None) -> Result:
         return self._loop.run(self._async.wait(job_id, timeout))
 
-    def as_completed(self, job_ids: Iterable[str], timeout: float | None = None) -> Iterator[Result]:
+    def as_completed(
+        self, job_ids: Iterable[str], timeout: float | None = None
+    ) -> Iterator[Result]:
         agen = self._async.as_completed(list(job_ids), timeout)
+
+        async def next_result() -> Result:
+            return await agen.__anext__()
+
         try:
             while True:
                 try:
-                    yield self._loop.run(agen.__anext__())
+                    yield self._loop.run(next_result())
                 except StopAsyncIteration:
                     return
         finally:

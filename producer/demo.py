@@ -56,7 +56,11 @@ def _scrape(port: int) -> dict[str, float]:
         return totals
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            if s.name in ("imgq_api_requests_total", "imgq_rate_limited_total", "imgq_retries_total"):
+            if s.name in (
+                "imgq_api_requests_total",
+                "imgq_rate_limited_total",
+                "imgq_retries_total",
+            ):
                 totals[s.name] = totals.get(s.name, 0.0) + s.value
     return totals
 
@@ -96,9 +100,26 @@ def _summary(results: list[Result], wall: float, worker_ports: list[int]) -> Non
     if api:
         click.echo(f"  API latency p50 {statistics.median(api) * 1000:.0f} ms;"
                    f" submit->result p50 {statistics.median(e2e) * 1000:.0f} ms")  # fmt: skip
-    click.echo(f"  API requests {scraped.get('imgq_api_requests_total', 0):.0f},"
-               f" 429s {scraped.get('imgq_rate_limited_total', 0):.0f},"
-               f" retries {scraped.get('imgq_retries_total', 0):.0f} (from the workers' /metrics)")
+    click.echo(
+        f"  API requests {scraped.get('imgq_api_requests_total', 0):.0f},"
+        f" 429s {scraped.get('imgq_rate_limited_total', 0):.0f},"
+        f" retries {scraped.get('imgq_retries_total', 0):.0f} (from the workers' /metrics)"
+    )
+
+
+def _wait_for_workers(broker_url: str, n: int, timeout: float = 60.0) -> None:
+    """Until ``n`` workers answer a control ping, so timings show the pipeline, not start-up."""
+    from workers.celery_app import create_celery
+
+    app = create_celery(Settings(), broker_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if len(app.control.ping(timeout=0.5) or []) >= n:
+                return
+        raise click.ClickException(f"{n} workers did not start within {timeout:.0f}s")
+    finally:
+        app.close()
 
 
 def run_demo(settings: Settings, *, workers: int = 2, image_dir: str | None = None) -> int:
@@ -135,7 +156,8 @@ def run_demo(settings: Settings, *, workers: int = 2, image_dir: str | None = No
             cmd = [sys.executable, "-m", "producer.cli", "worker", "-c", "32", "-n",
                    f"demo{i}@%h", "-l", "WARNING"]  # fmt: skip
             stack.enter_context(_process(cmd, wenv, logs / f"worker{i}.log"))
-        click.echo(f"Workers: {workers} processes (logs in {logs}/)")
+        _wait_for_workers(redis_url, workers)
+        click.echo(f"Workers: {workers} processes ready (logs in {logs}/)")
         sources = list(expand_inputs((image_dir or str(SAMPLES),)))
         run_settings = Settings(redis_url=redis_url)
         started = time.monotonic()

@@ -86,7 +86,9 @@ def count_tokens(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
 
 
-def prompt_tokens(texts: Iterable[str], image_tokens: Iterable[int] = (), *, messages: int = 1) -> int:
+def prompt_tokens(
+    texts: Iterable[str], image_tokens: Iterable[int] = (), *, messages: int = 1
+) -> int:
     """Prompt tokens of a request: its text parts, its images and the per-message framing."""
     return (
         sum(count_tokens(t) for t in texts)

@@ -101,5 +101,15 @@ def simulator_factory() -> Iterator[Callable[..., Sim]]:
 @pytest.fixture
 def simulator(simulator_factory: Callable[..., Sim]) -> Sim:
     """A fast simulator with generous limits and no faults."""
-    return simulator_factory("--latency-ms", "5", "--jitter-ms", "0", "--tpm", "10000000",
-                             "--rpm", "100000", "--seed", "1")
+    return simulator_factory(
+        "--latency-ms",
+        "5",
+        "--jitter-ms",
+        "0",
+        "--tpm",
+        "10000000",
+        "--rpm",
+        "100000",
+        "--seed",
+        "1",
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from shared.settings import Settings
 from workers.locks import HEARTBEAT_SECONDS, LEASE_SECONDS
@@ -30,7 +30,7 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
         "task_acks_late": True,  # a job is acked only once its result is stored
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,  # prefetch = concurrency: backlog stays in the broker
-        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],  # type: ignore[no-untyped-call]
         "task_default_queue": "interactive",
         "task_create_missing_queues": False,
         "worker_send_task_events": False,

@@ -47,7 +47,10 @@ async def take_over(r: aioredis.Redis, key: str, job_id: str, ttl: int) -> None:
 async def release(r: aioredis.Redis, key: str, job_id: str) -> None:
     """Give up leadership after a failure, so the next identical job calls the API itself."""
     current = await r.get(key)
-    if current is not None and (current.decode() if isinstance(current, bytes) else current) == job_id:
+    if (
+        current is not None
+        and (current.decode() if isinstance(current, bytes) else current) == job_id
+    ):
         await r.delete(key)
 
 

@@ -72,7 +72,12 @@ def build_responses_request(
     }
     if json_schema is not None:
         req["text"] = {
-            "format": {"type": "json_schema", "name": "result", "schema": json_schema, "strict": True}
+            "format": {
+                "type": "json_schema",
+                "name": "result",
+                "schema": json_schema,
+                "strict": True,
+            }
         }
     return req
 
@@ -123,7 +128,9 @@ def parse_structured_output(text: str, schema: dict[str, Any]) -> Any:
         value = json.loads(text)
         jsonschema.validate(value, schema)
     except (ValueError, jsonschema.ValidationError) as exc:
-        raise errors.OutputParseError(f"structured output does not match the schema: {exc}") from exc
+        raise errors.OutputParseError(
+            f"structured output does not match the schema: {exc}"
+        ) from exc
     return value
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import redis.asyncio as aioredis
 
+from shared import text_tokens
 from shared.errors import UpstreamTimeoutError
 from shared.images import make_fetch_session
 from shared.jobs import ErrorInfo, Job, Result
@@ -68,6 +69,8 @@ class WorkerRuntime:
 
     async def _build(self) -> WorkerDeps:
         s = self.settings
+        # Load the tokenizer now (~0.5 s), not inside the first job's latency.
+        await asyncio.get_running_loop().run_in_executor(None, text_tokens.encoding)
         pool = aioredis.BlockingConnectionPool.from_url(
             self.redis_url, max_connections=max(16, s.worker_concurrency // 4), timeout=30
         )
@@ -114,7 +117,7 @@ class WorkerRuntime:
         if self._deps is not None:
             try:
                 self._loop.run(self._close(), timeout=15)
-            except Exception:  # noqa: BLE001 - shutting down anyway
+            except Exception:
                 log.warning("worker runtime did not close cleanly", exc_info=True)
             self._deps = None
         self._loop.stop()
@@ -160,7 +163,3 @@ class WorkerRuntime:
     def run(self, coro: Any, timeout: float | None = None) -> Any:
         """Run any coroutine on the worker loop (tests, shutdown hooks)."""
         return self._loop.run(coro, timeout=timeout)
-
-
-async def _sleep_forever() -> None:  # pragma: no cover - helper for debugging hangs
-    await asyncio.Event().wait()

@@ -15,7 +15,9 @@ from shared.storage.s3_store import S3ImageStore, S3ResultStore
 def make_s3_client(settings: Settings) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region)
+    return boto3.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region
+    )
 
 
 def build_stores(
@@ -34,7 +36,9 @@ def build_stores(
     else:
         images = RedisImageStore(redis_client, ttl_seconds=settings.image_ttl_seconds)
     if settings.result_backend == "s3":
-        results = S3ResultStore(s3_client, bucket=settings.s3_bucket or "", prefix=settings.s3_prefix)
+        results = S3ResultStore(
+            s3_client, bucket=settings.s3_bucket or "", prefix=settings.s3_prefix
+        )
     else:
         results = RedisResultStore(redis_client, ttl_seconds=settings.result_ttl_seconds)
     return images, results, RedisJobEvents(redis_client)

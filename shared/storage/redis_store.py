@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -59,7 +60,7 @@ class RedisImageStore:
             raise ImageNotFoundError(
                 "the uploaded image is no longer stored (expired or deleted); submit the job again"
             )
-        return bytes(data)
+        return data if isinstance(data, bytes) else str(data).encode()
 
 
 class RedisResultStore:
@@ -113,10 +114,9 @@ class RedisJobEvents:
         self._channel = channel
 
     async def publish(self, job_id: str, status: str) -> None:
-        try:
+        # Best effort: waiters also re-check the store periodically.
+        with contextlib.suppress(RedisError):
             await self._r.publish(self._channel, f"{job_id} {status}")
-        except RedisError:
-            pass  # best effort: waiters re-check the store periodically
 
     async def subscribe(self) -> AsyncIterator[tuple[str, str]]:
         pubsub = self._r.pubsub(ignore_subscribe_messages=True)
@@ -133,4 +133,4 @@ class RedisJobEvents:
                 yield (job_id, status)
         finally:
             await pubsub.unsubscribe(self._channel)
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -41,10 +41,10 @@ async def iter_results(
     try:
         async for job_id, status in sub:
             if job_id in pending and status in TERMINAL_STATUSES:
-                r = await store.get(job_id)
-                if r is not None and r.done:
+                finished = await store.get(job_id)
+                if finished is not None and finished.done:
                     pending.pop(job_id, None)
-                    yield r
+                    yield finished
             now = time.monotonic()
             if now - last_check >= RECHECK_SECONDS:
                 last_check = now

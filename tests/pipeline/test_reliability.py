@@ -78,8 +78,14 @@ def test_backlog_waits_for_capacity_without_429s_or_duplicates(
     images = [make_image(300 + i) for i in range(14)]
     with Client(Settings(redis_url=redis_url)) as c:
         ids = c.submit_many(
-            SubmitRequest(images=[img], prompt=PROMPT, model="gpt-4o", detail="low",
-                          max_output_tokens=150, priority="bulk")  # fmt: skip
+            SubmitRequest(
+                images=[img],
+                prompt=PROMPT,
+                model="gpt-4o",
+                detail="low",
+                max_output_tokens=150,
+                priority="bulk",
+            )
             for img in images
         )
         results = list(c.as_completed(ids, timeout=100))
