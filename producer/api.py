@@ -1,7 +1,8 @@
 """The HTTP API (aiohttp): submit jobs as JSON or multipart uploads, read or wait for results.
 
     POST /v1/jobs              JSON {"images": [{"url"|"data": ..., "detail": "auto"}], "prompt": ...}
-                               or multipart/form-data: files `image` (repeatable) + fields
+                               or multipart/form-data: files `image` (repeatable) + fields;
+                               202 with the new job, 200 when `job_id` already exists
     GET  /v1/jobs/{job_id}     the result document; ?wait=SECONDS waits for a terminal status
     GET  /healthz              Redis reachable
     GET  /metrics              Prometheus metrics of this API process
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -28,6 +30,7 @@ _FIELDS = ("prompt", "model", "detail", "api", "max_output_tokens", "priority", 
            "max_image_tokens", "dedup", "json_schema", "metadata")  # fmt: skip
 CLIENT: web.AppKey[AsyncClient] = web.AppKey("client", AsyncClient)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 
 
 def _bad(message: str, code: str = "invalid_job", status: int = 400) -> web.Response:
@@ -45,6 +48,15 @@ def _image_from_json(item: Any) -> ImageInput:
     return ImageInput(value, item.get("detail"))
 
 
+def _integer(name: str, value: Any) -> int:
+    # JSON gives ints, forms give digit strings; 1.5 or true are mistakes, not 1.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise ValueError(f"`{name}` must be a whole number, got {value!r}")
+
+
 def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitRequest:
     unknown = set(fields) - set(_FIELDS) - {"images"}
     if unknown:
@@ -52,9 +64,12 @@ def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitReq
     opts = {k: fields[k] for k in _FIELDS if fields.get(k) is not None}
     if "prompt" not in opts:
         raise ValueError("`prompt` is required")
+    for k in ("prompt", "model", "detail", "api", "priority", "job_id"):
+        if k in opts and not isinstance(opts[k], str):
+            raise ValueError(f"`{k}` must be a string")
     for k in ("max_output_tokens", "max_image_tokens"):
         if k in opts:
-            opts[k] = int(opts[k])
+            opts[k] = _integer(k, opts[k])
     if isinstance(opts.get("dedup"), str):
         opts["dedup"] = opts["dedup"].lower() not in ("0", "false", "no")
     for k in ("json_schema", "metadata"):
@@ -67,20 +82,29 @@ async def _parse(request: web.Request) -> SubmitRequest:
     if request.content_type == "multipart/form-data":
         fields: dict[str, Any] = {}
         images: list[ImageInput] = []
+        # aiohttp caps each part, not their sum: count the total ourselves.
+        limit = request.app[MAX_BODY]
+        total = 0
         reader = await request.multipart()
         async for part in reader:
             if not isinstance(part, BodyPartReader):
                 continue
+            data = bytes(await part.read(decode=True))
+            total += len(data)
+            if total > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
             if part.filename is not None or part.name == "image":
-                data = bytes(await part.read(decode=True))
                 images.append(ImageInput(data))
             elif part.name:
-                fields[part.name] = await part.text()
+                fields[part.name] = data.decode(part.get_charset(default="utf-8"))
         return _request_from(fields, images)
     body = await request.json()
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
-    images = [_image_from_json(i) for i in body.get("images") or []]
+    raw_images = body.get("images") or []
+    if not isinstance(raw_images, list):
+        raise ValueError("`images` must be a list")
+    images = [_image_from_json(i) for i in raw_images]
     return _request_from(body, images)
 
 
@@ -91,12 +115,17 @@ async def submit_job(request: web.Request) -> web.Response:
         return _bad(str(exc))
     client = request.app[CLIENT]
     try:
+        # A known job id is answered as it stands (200), never run or counted twice.
+        existing = await client.get(req.job_id) if req.job_id else None
+        if existing is not None:
+            return web.json_response(existing.model_dump(mode="json"), status=200)
         (job_id,) = await client.submit_many([req])
+        result = await client.get(job_id)
     except StorageUnavailableError as exc:
         return _bad(exc.message, exc.code, status=503)
-    model = req.model or client.settings.default_model
-    request.app[METRICS].jobs_submitted_total.labels(model=model, priority=req.priority).inc()
-    result = await client.get(job_id)
+    if result is None or result.status != "failed":  # refused at submission: not enqueued
+        model = req.model or client.settings.default_model
+        request.app[METRICS].jobs_submitted_total.labels(model=model, priority=req.priority).inc()
     doc = result.model_dump(mode="json") if result else {"job_id": job_id, "status": "queued"}
     return web.json_response(doc, status=202)
 
@@ -108,14 +137,19 @@ async def get_job(request: web.Request) -> web.Response:
     result = await client.get(job_id)
     if result is None:
         return _bad(f"no job {job_id}", "not_found", status=404)
-    if wait and not result.done:
+    if wait is not None:
         try:
-            seconds = min(float(wait), MAX_WAIT_SECONDS)
-            result = await client.wait(job_id, timeout=seconds)
-        except TimeoutError:
-            result = await client.get(job_id) or result
+            seconds = float(wait)
         except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds):  # a NaN deadline is never reached: the request would hang
             return _bad("`wait` is a number of seconds")
+        seconds = min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+        if seconds > 0 and not result.done:
+            try:
+                result = await client.wait(job_id, timeout=seconds)
+            except TimeoutError:
+                result = await client.get(job_id) or result
     return web.json_response(result.model_dump(mode="json"))
 
 
@@ -132,10 +166,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def create_app(settings: Settings, *, metrics_: Metrics | None = None) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+def create_app(
+    settings: Settings, *, metrics_: Metrics | None = None, max_body_bytes: int = MAX_BODY_BYTES
+) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes)
     app[CLIENT] = AsyncClient(settings, allow_paths=False)
     app[METRICS] = metrics_ or Metrics()
+    app[MAX_BODY] = max_body_bytes
 
     async def close(app: web.Application) -> None:
         await app[CLIENT].aclose()
