@@ -104,6 +104,8 @@ class S3ResultStore:
         except ClientError as exc:
             if _code(exc) not in _PRECONDITION:
                 raise StorageUnavailableError(f"could not store job in S3: {exc}") from exc
+        except BotoCoreError as exc:  # endpoint unreachable, timeouts: retryable, typed
+            raise StorageUnavailableError(f"could not store job in S3: {exc}") from exc
         return await self.get(result.job_id)
 
     async def get(self, job_id: str) -> Result | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -141,7 +142,7 @@ async def test_idempotent_job_id_after_completion(api: TestClient, stack: Stack)
     assert again["job_id"] == first["job_id"]
     assert again["status"] == "succeeded"
     assert again["output_text"] == done["output_text"]
-    time.sleep(0.5)
+    await asyncio.sleep(0.5)
     assert stack.sim.stats()["image_hashes"].get(sent_hash(img)) == seen  # not sent again
 
 
@@ -227,7 +228,9 @@ async def test_body_over_the_size_limit_is_413(stack: Stack, api_factory: ApiFac
     assert resp.status == 413
     form = aiohttp.FormData()
     for i in range(3):
-        form.add_field("image", make_image(10 + i, size=(40, 40)) + bytes(2000), filename=f"{i}.png")
+        form.add_field(
+            "image", make_image(10 + i, size=(40, 40)) + bytes(2000), filename=f"{i}.png"
+        )
     form.add_field("prompt", PROMPT)
     resp = await client.post("/v1/jobs", data=form)
     assert resp.status == 413
