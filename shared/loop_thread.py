@@ -64,7 +64,11 @@ class LoopThread:
         fut = self.submit(coro)
         try:
             return fut.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
+        except TimeoutError:
+            # Since 3.11 concurrent.futures.TimeoutError *is* TimeoutError: a coroutine that itself
+            # raised TimeoutError is done, and its own error goes up unchanged.
+            if fut.done():
+                raise
             fut.cancel()
             raise TimeoutError(f"coroutine did not finish within {timeout}s") from None
 

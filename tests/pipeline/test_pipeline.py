@@ -170,3 +170,22 @@ def test_unknown_model_fails_with_model_not_found(
         r = c.wait(c.submit([make_image(5)], PROMPT, model="gpt-nope"), timeout=30)
     assert r.status == "failed" and r.error is not None
     assert (r.error.code, r.attempts) == ("model_not_found", 1)
+
+
+def test_a_429_is_retried_after_retry_after_and_succeeds(
+    redis_url: str, simulator_factory: Callable[..., Sim], worker_factory: WorkerFactory
+) -> None:
+    # The simulator's TPM is far below what the limiter was told, so of two calls sent at once the
+    # second gets a 429. The limiter learns the real limit from the headers (the smaller wins) and
+    # holds the retry until the first call leaves its 60 s window; then it succeeds.
+    sim = simulator_factory("--latency-ms", "1", "--jitter-ms", "0", "--tpm", "1000")
+    worker_factory(sim, IMGQ_MODEL_LIMITS='{"gpt-4o": {"tpm": 1000000, "rpm": 10000}}')
+    opts = {"model": "gpt-4o", "detail": "low", "max_output_tokens": 420}
+    with client_for(redis_url) as c:
+        ids = c.submit_many(
+            SubmitRequest(images=[make_image(11 + i)], prompt=PROMPT, **opts) for i in range(2)
+        )
+        results = list(c.as_completed(ids, timeout=100))
+    assert all(r.status == "succeeded" for r in results), [r.error for r in results]
+    assert sorted(r.attempts for r in results) == [1, 2]
+    assert sim.stats()["codes"].get("rate_limit_exceeded") == 1
