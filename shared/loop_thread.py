@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -88,10 +89,8 @@ class LoopThread:
             await asyncio.gather(*rest, return_exceptions=True)
             await loop.shutdown_asyncgens()
 
-        try:
+        with contextlib.suppress(Exception):  # best effort: stop the loop whatever happens
             asyncio.run_coroutine_threadsafe(_cancel_rest(), loop).result(timeout)
-        except Exception:
-            pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if not thread.is_alive():
