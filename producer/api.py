@@ -170,7 +170,7 @@ def create_app(
     settings: Settings, *, metrics_: Metrics | None = None, max_body_bytes: int = MAX_BODY_BYTES
 ) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes)
-    app[CLIENT] = AsyncClient(settings, allow_paths=False)
+    app[CLIENT] = AsyncClient(settings, trusted=False)
     app[METRICS] = metrics_ or Metrics()
     app[MAX_BODY] = max_body_bytes
 
@@ -187,4 +187,3 @@ def create_app(
 
 def run_api(settings: Settings, *, host: str, port: int) -> None:
     web.run_app(create_app(settings), host=host, port=port)
-

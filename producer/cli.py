@@ -133,6 +133,10 @@ def submit(
                         out.write(line + "\n")
                     else:
                         click.echo(line)
+        except TimeoutError:
+            raise click.ClickException(
+                f"gave up waiting after {timeout:g}s; the jobs go on (imgq status JOB_ID)"
+            ) from None
         finally:
             if out:
                 out.close()

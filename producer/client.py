@@ -74,13 +74,15 @@ class AsyncClient:
         *,
         redis_url: str | None = None,
         celery: Celery | None = None,
-        allow_paths: bool = True,
+        trusted: bool = True,
     ) -> None:
         self.settings = settings or Settings()
-        # A server taking images from untrusted callers must never read its own files.
-        self._allow_paths = allow_paths
+        # A server taking images from untrusted callers must never read its own files or
+        # buckets: with trusted=False, local paths and s3:// sources are refused.
+        self._trusted = trusted
         self._redis_url = redis_url or self.settings.redis_url
         self._celery = celery
+        self._owns_celery = celery is None
         self._redis: aioredis.Redis | None = None
         self._stores: tuple[ImageStore, ResultStore, JobEvents] | None = None
 
@@ -95,6 +97,9 @@ class AsyncClient:
         return self._stores
 
     async def aclose(self) -> None:
+        if self._celery is not None and self._owns_celery:
+            self._celery.close()
+            self._celery = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -114,40 +119,65 @@ class AsyncClient:
         return (await self.submit_many([SubmitRequest(images=images, prompt=prompt, **options)]))[0]
 
     async def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
+        """Enqueue jobs; returns their ids in order. Bad input gives failed jobs, not exceptions.
+
+        Raises StorageUnavailableError when Redis/S3 or the broker cannot be reached; the jobs
+        it could not enqueue are then forgotten, so the same ids can be submitted again.
+        """
         images, results, events = self._connect()
         ids: list[str] = []
         to_send: list[Job] = []
-        for req in requests:
-            job_id = req.job_id or new_job_id()
-            ids.append(job_id)
-            try:
-                job = await self._build_job(req, job_id, images)
-            except errors.ImgqError as exc:
-                await self._record_rejected(req, job_id, exc, results, events)
-                continue
-            queued = Result(
-                job_id=job_id,
-                model=job.model,
-                metadata=job.metadata,
-                sources=[s.source for s in job.images],
-            )
-            queued.timings.queued_at = job.submitted_at
-            if await results.create(queued) is None:  # a known job id is never run twice
-                to_send.append(job)
-        if to_send:
-            try:
-                await asyncio.to_thread(self._send, to_send)
-            except Exception as exc:
-                for job in to_send:
-                    failed = Result(job_id=job.job_id, status="failed", model=job.model)
-                    failed.error = ErrorInfo(
-                        code="storage_unavailable",
-                        message=f"could not enqueue: {exc}",
-                        retryable=True,
-                    )
-                    await results.put(failed, force=True)
-                raise errors.StorageUnavailableError(f"could not reach the broker: {exc}") from exc
+        try:
+            for req in requests:
+                job_id = req.job_id or new_job_id()
+                ids.append(job_id)
+                job = await self._admit(req, job_id, images, results, events)
+                if job is not None:
+                    to_send.append(job)
+        finally:
+            # Even when a later item raised, the jobs already recorded as queued are sent.
+            if to_send:
+                await self._send_or_forget(to_send, results)
         return ids
+
+    async def _admit(
+        self,
+        req: SubmitRequest,
+        job_id: str,
+        images: ImageStore,
+        results: ResultStore,
+        events: JobEvents,
+    ) -> Job | None:
+        """The job to enqueue, or None (rejected as a failed job, or a known id)."""
+        try:
+            job = await self._build_job(req, job_id, images)
+        except errors.RetryableError:
+            raise  # storage down: nothing recorded, the caller may try again
+        except errors.ImgqError as exc:
+            await self._record_rejected(req, job_id, exc, results, events)
+            return None
+        except Exception as exc:  # input the parsers did not anticipate (e.g. a number)
+            bad = errors.InvalidJobError(f"invalid job input ({type(exc).__name__}: {exc})")
+            await self._record_rejected(req, job_id, bad, results, events)
+            return None
+        queued = Result(
+            job_id=job_id,
+            model=job.model,
+            metadata=job.metadata,
+            sources=[s.source for s in job.images],
+        )
+        queued.timings.queued_at = job.submitted_at
+        if await results.create(queued) is not None:  # a known job id is never run twice
+            return None
+        return job
+
+    async def _send_or_forget(self, jobs: list[Job], results: ResultStore) -> None:
+        try:
+            await asyncio.to_thread(self._send, jobs)
+        except Exception as exc:
+            for job in jobs:
+                await results.delete(job.job_id)
+            raise errors.StorageUnavailableError(f"could not reach the broker: {exc}") from exc
 
     async def _build_job(self, req: SubmitRequest, job_id: str, store: ImageStore) -> Job:
         s = self.settings
@@ -162,12 +192,14 @@ class AsyncClient:
         for item in req.images:
             inp = item if isinstance(item, ImageInput) else ImageInput(item)
             detail = inp.detail or req.detail
-            src = parse_source(
-                inp.source, max_bytes=s.max_image_bytes, allow_paths=self._allow_paths
-            )
+            src = parse_source(inp.source, max_bytes=s.max_image_bytes, allow_paths=self._trusted)
             if isinstance(src, UrlSource):
                 ref = src.url
             elif isinstance(src, S3Source):
+                if not self._trusted:
+                    raise errors.ImageUrlForbiddenError(
+                        "s3:// images are not accepted here: upload the image or give an https URL"
+                    )
                 ref = f"s3://{src.bucket}/{src.key}"
             else:
                 assert isinstance(src, BytesSource)

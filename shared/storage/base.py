@@ -31,6 +31,10 @@ class ResultStore(Protocol):
 
     async def get_many(self, job_ids: Iterable[str]) -> list[Result | None]: ...
 
+    async def delete(self, job_id: str) -> None:
+        """Forget a job (used when it could not be enqueued, so its id stays free)."""
+        ...
+
     async def put(self, result: Result, *, force: bool = False) -> bool:
         """Write ``result`` unless the stored one is already terminal (and ``force`` is off).
 

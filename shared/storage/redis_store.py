@@ -95,6 +95,12 @@ class RedisResultStore:
             raise StorageUnavailableError(f"could not read results from Redis: {exc}") from exc
         return [Result.model_validate_json(r) if r else None for r in raw]
 
+    async def delete(self, job_id: str) -> None:
+        try:
+            await self._r.delete(RESULT_PREFIX + job_id)
+        except RedisError as exc:
+            raise StorageUnavailableError(f"could not delete job from Redis: {exc}") from exc
+
     async def put(self, result: Result, *, force: bool = False) -> bool:
         key = RESULT_PREFIX + result.job_id
         try:

@@ -117,6 +117,14 @@ class S3ResultStore:
     async def get_many(self, job_ids: Iterable[str]) -> list[Result | None]:
         return list(await asyncio.gather(*(self.get(j) for j in job_ids)))
 
+    async def delete(self, job_id: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self._s3.delete_object, Bucket=self._bucket, Key=self._key(job_id)
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageUnavailableError(f"could not delete result from S3: {exc}") from exc
+
     async def put(self, result: Result, *, force: bool = False) -> bool:
         # S3 has no compare-and-set on content; a read-then-write guard is enough here because a
         # job is processed by one worker at a time (the broker's lease) and terminal writes win.
