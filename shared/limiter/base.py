@@ -78,7 +78,7 @@ class Limiter(Protocol):
         tokens: int,
         *,
         priority: Priority = "interactive",
-        timeout: float | None = None,  # noqa: ASYNC109 (the Limiter API)
+        timeout: float | None = None,
         max_output_tokens: int | None = None,
     ) -> Reservation: ...
 

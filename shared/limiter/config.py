@@ -86,16 +86,19 @@ def _parse_table(data: Any, source: str) -> dict[str, ModelLimits]:
 class LimitsConfig:
     """Everything the limiter needs besides Redis. Immutable; build one per process.
 
-    ``window_s`` is OpenAI's minute; ``margin_s`` keeps each grant in the window a little longer so
-    that the jitter between our grant and the API's admission never lets two grants that were
-    ``window_s`` apart here land inside one minute there.
+    ``window_s`` is OpenAI's minute. An entry counts from its grant until ``window_s`` +
+    ``margin_s`` after the answer (settle re-scores it), so a late admission by the API never lets
+    two grants land in one of its minutes; ``margin_s`` only absorbs clock granularity. A call in
+    flight counts until settled or released, or ``inflight_grace_s`` past its window when its
+    worker died.
     """
 
     configured: Mapping[str, ModelLimits] = field(default_factory=dict)
     defaults: Mapping[str, ModelLimits] = field(default_factory=lambda: dict(TIER_DEFAULTS))
     fallback: ModelLimits = FALLBACK
     window_s: float = 60.0
-    margin_s: float = 1.0
+    margin_s: float = 0.25
+    inflight_grace_s: float = 120.0
     # Headers saying the API has less left than we think resync only beyond this share of the limit.
     resync_tolerance: float = 0.05
     # A waiting process re-checks at least this often (capacity freed by refunds elsewhere).

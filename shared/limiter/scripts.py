@@ -14,8 +14,13 @@ Time is Redis's ``TIME`` (one clock for every host) unless the caller passes ``n
 It is made monotonic: when it goes back, an offset stored in the state absorbs the jump, so
 capacity is neither freed early nor frozen until the clock catches up.
 
-Every script takes KEYS = state, window, entries, inflight and ARGV[1..3] = now_ms ('' = TIME),
-window_ms, ttl_ms; its own arguments follow.
+Settling (or releasing as counted) re-scores an entry to the time of the answer, which is after
+the API admitted the call: so however late the API admitted it (slow upload, a busy server), the
+entry stays in our window for a full window after that admission. Entries in flight do not leave
+the window at all until settled or released (or ``grace_ms`` later, when their worker died).
+
+Every script takes KEYS = state, window, entries, inflight and ARGV[1..4] = now_ms ('' = TIME),
+window_ms, ttl_ms, grace_ms; its own arguments follow.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ pcall(redis.replicate_commands)
 local S, W, E, R = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local WINDOW = tonumber(ARGV[2])
 local TTL = tonumber(ARGV[3])
+local GRACE = tonumber(ARGV[4])
 
 local function num(field)
   return tonumber(redis.call('HGET', S, field) or '0') or 0
@@ -61,22 +67,33 @@ local function parse(v)
 end
 
 local function prune(now)
-  local old = redis.call('ZRANGEBYSCORE', W, '-inf', now - WINDOW)
+  local old = redis.call('ZRANGEBYSCORE', W, '-inf', now - WINDOW, 'WITHSCORES')
   if #old > 0 then
-    local tok, req, res = 0, 0, 0
-    for _, id in ipairs(old) do
-      local v = redis.call('HGET', E, id)
-      if v then
-        local t, q = parse(v)
-        tok = tok + t
-        req = req + q
-        if redis.call('SREM', R, id) == 1 then res = res + t end
+    local tok, req, res, gone = 0, 0, 0, {}
+    for i = 1, #old, 2 do
+      local id = old[i]
+      local inflight = redis.call('SISMEMBER', R, id) == 1
+      -- In flight: the API may admit it later than we granted it, so it counts until settled or
+      -- released (which re-score it), or until GRACE says its worker is gone.
+      if not inflight or tonumber(old[i + 1]) <= now - WINDOW - GRACE then
+        gone[#gone + 1] = id
+        local v = redis.call('HGET', E, id)
+        if v then
+          local t, q = parse(v)
+          tok = tok + t
+          req = req + q
+          if inflight then
+            redis.call('SREM', R, id)
+            res = res + t
+          end
+        end
       end
     end
-    for i = 1, #old, 500 do
-      redis.call('HDEL', E, unpack(old, i, math.min(i + 499, #old)))
+    for i = 1, #gone, 500 do
+      local chunk = {unpack(gone, i, math.min(i + 499, #gone))}
+      redis.call('HDEL', E, unpack(chunk))
+      redis.call('ZREM', W, unpack(chunk))
     end
-    redis.call('ZREMRANGEBYSCORE', W, '-inf', now - WINDOW)
     incr('tok', -tok)
     incr('req', -req)
     incr('res', -res)
@@ -110,17 +127,17 @@ local function touch()
 end
 """
 
-# ARGV[4..]: tokens, cfg_tpm, cfg_rpm, def_tpm, def_rpm, id, scan_cap
+# ARGV[5..]: tokens, cfg_tpm, cfg_rpm, def_tpm, def_rpm, id, scan_cap
 # -> {1, 0, now, tpm, rpm} granted | {0, wait_ms, now, tpm, rpm} wait
 #    | {-1, tpm, now, tpm, rpm} too large
 ACQUIRE = (
     PRELUDE
     + r"""
-local tokens = tonumber(ARGV[4])
+local tokens = tonumber(ARGV[5])
 local now = clock()
 prune(now)
-local tpm, rpm, ts = limits(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
-  tonumber(ARGV[8]))
+local tpm, rpm, ts = limits(tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]),
+  tonumber(ARGV[9]))
 if tokens > tpm then return {-1, tpm, now, tpm, rpm} end
 local cd = num('cooldown')
 if cd > now then return {0, cd - now, now, tpm, rpm} end
@@ -131,7 +148,7 @@ if ts == 'default' and num('nohdr') == 0 and redis.call('SCARD', R) > 0 then
 end
 local tok, req = num('tok'), num('req')
 if tok + tokens <= tpm and req + 1 <= rpm then
-  local id = ARGV[9]
+  local id = ARGV[10]
   redis.call('ZADD', W, now, id)
   redis.call('HSET', E, id, tokens .. ',1')
   redis.call('SADD', R, id)
@@ -143,7 +160,7 @@ if tok + tokens <= tpm and req + 1 <= rpm then
 end
 -- Denied: when will enough of the oldest entries have left the window?
 local need_t, need_r = tok + tokens - tpm, req + 1 - rpm
-local entries = redis.call('ZRANGE', W, 0, tonumber(ARGV[10]) - 1, 'WITHSCORES')
+local entries = redis.call('ZRANGE', W, 0, tonumber(ARGV[11]) - 1, 'WITHSCORES')
 local ft, fr, wait = 0, 0, WINDOW
 for i = 1, #entries, 2 do
   local v = redis.call('HGET', E, entries[i])
@@ -159,35 +176,38 @@ return {0, wait, now, tpm, rpm}
 """
 )
 
-# ARGV[4..]: id, new_tokens -> {1, delta} | {0, 0} when the grant already left the window
+# ARGV[5..]: id, new_tokens -> {1, delta} | {0, 0} when the grant already left the window
 SETTLE = (
     PRELUDE
     + r"""
 local now = clock()
 prune(now)
-local id, new = ARGV[4], tonumber(ARGV[5])
+local id, new = ARGV[5], tonumber(ARGV[6])
 local v = redis.call('HGET', E, id)
 if not v then return {0, 0} end
 local t, q = parse(v)
 redis.call('HSET', E, id, new .. ',' .. q)
+redis.call('ZADD', W, 'XX', now, id)
 incr('tok', new - t)
 if redis.call('SREM', R, id) == 1 then incr('res', -t) end
 return {1, new - t}
 """
 )
 
-# ARGV[4..]: id, counted ('1' keeps the charge, '0' gives tokens and request back) -> {1|0, tokens}
+# ARGV[5..]: id, counted ('1' keeps the charge, '0' gives tokens and request back) -> {1|0, tokens}
 RELEASE = (
     PRELUDE
     + r"""
 local now = clock()
 prune(now)
-local id, counted = ARGV[4], ARGV[5]
+local id, counted = ARGV[5], ARGV[6]
 local v = redis.call('HGET', E, id)
 if not v then return {0, 0} end
 local t, q = parse(v)
 if redis.call('SREM', R, id) == 1 then incr('res', -t) end
-if counted == '0' then
+if counted == '1' then
+  redis.call('ZADD', W, 'XX', now, id)
+else
   redis.call('ZREM', W, id)
   redis.call('HDEL', E, id)
   incr('tok', -t)
@@ -197,7 +217,7 @@ return {1, t}
 """
 )
 
-# ARGV[4..]: limit_t, limit_r, remaining_t, remaining_r ('' = absent), cfg_tpm, cfg_rpm, def_tpm,
+# ARGV[5..]: limit_t, limit_r, remaining_t, remaining_r ('' = absent), cfg_tpm, cfg_rpm, def_tpm,
 # def_rpm, tolerance (fraction), id -> {tokens added, requests added}
 # When the API says fewer remain than our window implies, someone else uses the key: their usage
 # goes into the window as one entry, and leaves it like ours.
@@ -206,25 +226,25 @@ OBSERVE = (
     + r"""
 local now = clock()
 prune(now)
-if ARGV[4] == '' and ARGV[5] == '' and ARGV[6] == '' and ARGV[7] == '' then
+if ARGV[5] == '' and ARGV[6] == '' and ARGV[7] == '' and ARGV[8] == '' then
   redis.call('HSET', S, 'nohdr', 1)  -- a server without rate-limit headers: defaults apply
 end
-if ARGV[4] ~= '' then redis.call('HSET', S, 'disc_tpm', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', S, 'disc_rpm', ARGV[5]) end
-local tpm, rpm = limits(tonumber(ARGV[8]), tonumber(ARGV[9]),
-  tonumber(ARGV[10]), tonumber(ARGV[11]))
-local tol = tonumber(ARGV[12])
+if ARGV[5] ~= '' then redis.call('HSET', S, 'disc_tpm', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', S, 'disc_rpm', ARGV[6]) end
+local tpm, rpm = limits(tonumber(ARGV[9]), tonumber(ARGV[10]),
+  tonumber(ARGV[11]), tonumber(ARGV[12]))
+local tol = tonumber(ARGV[13])
 local add_t, add_r = 0, 0
-if ARGV[6] ~= '' then
-  local d = (tpm - num('tok')) - tonumber(ARGV[6])
+if ARGV[7] ~= '' then
+  local d = (tpm - num('tok')) - tonumber(ARGV[7])
   if d > math.max(1, tol * tpm) then add_t = d end
 end
-if ARGV[7] ~= '' then
-  local d = (rpm - num('req')) - tonumber(ARGV[7])
+if ARGV[8] ~= '' then
+  local d = (rpm - num('req')) - tonumber(ARGV[8])
   if d > math.max(1, tol * rpm) then add_r = d end
 end
 if add_t > 0 or add_r > 0 then
-  local id = ARGV[13]
+  local id = ARGV[14]
   redis.call('ZADD', W, now, id)
   redis.call('HSET', E, id, add_t .. ',' .. add_r)
   incr('tok', add_t)
@@ -236,27 +256,27 @@ return {add_t, add_r}
 """
 )
 
-# ARGV[4..]: ms -> remaining cooldown ms (the longest cooldown wins)
+# ARGV[5..]: ms -> remaining cooldown ms (the longest cooldown wins)
 COOLDOWN = (
     PRELUDE
     + r"""
 local now = clock()
-local want = now + tonumber(ARGV[4])
+local want = now + tonumber(ARGV[5])
 if want > num('cooldown') then redis.call('HSET', S, 'cooldown', want) end
 touch()
 return num('cooldown') - now
 """
 )
 
-# ARGV[4..]: cfg_tpm, cfg_rpm, def_tpm, def_rpm
+# ARGV[5..]: cfg_tpm, cfg_rpm, def_tpm, def_rpm
 # -> {now, tpm, rpm, tpm_src, rpm_src, tok, req, res, cooldown_ms, resyncs, oldest_ms_ago}
 SNAPSHOT = (
     PRELUDE
     + r"""
 local now = clock()
 prune(now)
-local tpm, rpm, ts, rs = limits(tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
-  tonumber(ARGV[7]))
+local tpm, rpm, ts, rs = limits(tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]),
+  tonumber(ARGV[8]))
 local cd = num('cooldown') - now
 if cd < 0 then cd = 0 end
 local oldest = redis.call('ZRANGE', W, 0, 0, 'WITHSCORES')

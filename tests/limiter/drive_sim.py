@@ -100,6 +100,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
             out["tokens"] += usage.prompt_tokens + max_out
 
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    out["resyncs"] = (await limiter.snapshot(key)).resyncs
     await client.close()
     await r.aclose()
     return dict(out)

@@ -41,10 +41,11 @@ async def grants(args: argparse.Namespace) -> object:
                 r = await lim.acquire(KEY, n, timeout=max(0.01, deadline - time.monotonic()))
             except CapacityWaitTimeoutError:
                 return
-            got.append([r.granted_at_ms, n])
             if rng.random() < 0.2:  # some calls fail before admission: tokens come back
                 await lim.release(r, counted=False)
-                got.pop()
+            else:
+                await lim.settle(r, prompt_tokens=n, completion_tokens=0)
+                got.append([r.granted_at_ms, n])
 
     await asyncio.gather(*(loop() for _ in range(args.coroutines)))
     return got

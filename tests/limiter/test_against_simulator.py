@@ -57,3 +57,5 @@ def test_three_processes_stay_under_the_simulators_limits(
     assert first_minute >= 0.9 * 6000
     assert stats["admitted_tokens"] > 6000  # the second window opened at ~61 s
     assert all(o.get("ok", 0) > 0 for o in outs)
+    # nobody else uses this key: the headers never showed usage the window did not know about
+    assert max(o["resyncs"] for o in outs) == 0

@@ -11,10 +11,24 @@ import pytest
 import redis
 
 from shared.errors import CapacityWaitTimeoutError, RequestTooLargeError
-from shared.limiter import LimitKey, LimitsConfig, ModelLimits, RedisLimiter, key_fingerprint
+from shared.limiter import (
+    LimitKey,
+    LimitsConfig,
+    ModelLimits,
+    RedisLimiter,
+    Reservation,
+    key_fingerprint,
+)
 from tests.limiter.helpers import MODEL, config, make, max_in_any_window
 
 KEY = LimitKey(MODEL, key_fingerprint("sk-test", "http://sim/v1"))
+
+
+async def call(lim: RedisLimiter, tokens: int, **kw: object) -> Reservation:
+    """Acquire, and settle at once as a call billed exactly as reserved."""
+    r = await lim.acquire(KEY, tokens, **kw)  # type: ignore[arg-type]
+    await lim.settle(r, prompt_tokens=tokens, completion_tokens=0)
+    return r
 
 
 async def test_grants_until_full_then_waits(redis_url: str) -> None:
@@ -88,7 +102,7 @@ async def test_sliding_window_over_time_never_over_grants(redis_url: str) -> Non
         while time.monotonic() < deadline:
             n = rng.randint(20, 300)
             try:
-                r = await lim.acquire(KEY, n, timeout=max(0.01, deadline - time.monotonic()))
+                r = await call(lim, n, timeout=max(0.01, deadline - time.monotonic()))
             except CapacityWaitTimeoutError:
                 return
             grants.append((r.granted_at_ms, n))
@@ -104,7 +118,7 @@ async def test_waiters_share_one_connection_and_do_not_block_the_loop(redis_url:
         redis.asyncio.Redis.from_url(redis_url, client_name="waiters-test"),
         config(100, 1000, window_s=1.0),
     )
-    await lim.acquire(KEY, 100)
+    await call(lim, 100)
     ticks = 0
 
     async def ticker() -> None:
@@ -114,7 +128,7 @@ async def test_waiters_share_one_connection_and_do_not_block_the_loop(redis_url:
             ticks += 1
 
     t = asyncio.create_task(ticker())
-    waiters = [asyncio.create_task(lim.acquire(KEY, 1, timeout=5)) for _ in range(300)]
+    waiters = [asyncio.create_task(call(lim, 1, timeout=5)) for _ in range(300)]
     await asyncio.sleep(0.5)
     clients = [
         c for c in redis.Redis.from_url(redis_url).client_list() if c["name"] == "waiters-test"
@@ -171,7 +185,7 @@ async def test_release_uncounted_returns_tokens_and_request(redis_url: str) -> N
 
 async def test_cancelled_waiter_leaks_nothing(redis_url: str) -> None:
     lim = make(redis_url, config(100, 100, window_s=0.5))
-    await lim.acquire(KEY, 100)
+    await call(lim, 100)
     tasks = [asyncio.create_task(lim.acquire(KEY, 60)) for _ in range(5)]
     await asyncio.sleep(0.1)
     for t in tasks:
@@ -265,12 +279,12 @@ class JumpClock:
 async def test_clock_jumping_back_neither_frees_nor_freezes(redis_url: str) -> None:
     clock = JumpClock()
     lim = make(redis_url, config(1000, 100, window_s=1.0), clock=clock)
-    await lim.acquire(KEY, 1000)
+    await call(lim, 1000)
     clock.offset = -3600.0  # the clock goes back an hour
     with pytest.raises(CapacityWaitTimeoutError):
         await lim.acquire(KEY, 1, timeout=0.5)  # no capacity freed by the jump...
     t0 = time.monotonic()
-    await lim.acquire(KEY, 1000, timeout=2)  # ...and the window still frees ~1 s after the grant
+    await lim.acquire(KEY, 1000, timeout=2)  # ...and the window still frees ~1 s after the call
     assert time.monotonic() - t0 < 1.2
     snap = await lim.snapshot(KEY)
     assert snap.oldest_age_s is not None and snap.oldest_age_s < 1.0
@@ -279,7 +293,7 @@ async def test_clock_jumping_back_neither_frees_nor_freezes(redis_url: str) -> N
 async def test_clock_jumping_forward_expires_the_window(redis_url: str) -> None:
     clock = JumpClock()
     lim = make(redis_url, config(1000, 100), clock=clock)
-    await lim.acquire(KEY, 1000)
+    await call(lim, 1000)
     await lim.cooldown(KEY, 30)
     clock.offset = 120.0  # two minutes later by this clock: the grant and the pause are over
     await lim.acquire(KEY, 1000, timeout=0.5)
@@ -295,11 +309,11 @@ async def test_default_time_is_redis_server_time(redis_url: str) -> None:
 async def test_priority_interactive_first_bulk_not_starved(redis_url: str) -> None:
     lim = make(redis_url, config(100_000, 5, window_s=0.4, interactive_burst=4))
     for _ in range(5):
-        await lim.acquire(KEY, 1)
+        await call(lim, 1)
     order: list[str] = []
 
     async def one(p: str) -> None:
-        await lim.acquire(KEY, 1, priority=p, timeout=10)  # type: ignore[arg-type]
+        await call(lim, 1, priority=p, timeout=10)
         order.append(p)
 
     tasks = [asyncio.create_task(one("bulk")) for _ in range(6)]
@@ -339,3 +353,26 @@ async def test_settled_and_external_entries_leave_the_window(redis_url: str) -> 
     assert (snap.tokens_used, snap.tokens_reserved, snap.requests) == (0, 0, 0)
     for _ in range(10):
         await lim.acquire(KEY, 100, timeout=0.2)
+
+
+async def test_in_flight_counts_until_settled_then_a_window_after_the_answer(
+    redis_url: str,
+) -> None:
+    """The API may admit a call later than we granted it: a reservation in flight keeps counting
+    past its window, and a settled one counts for a whole window after the answer."""
+    lim = make(redis_url, config(1000, 100, window_s=0.4, inflight_grace_s=0.6))
+    r = await lim.acquire(KEY, 1000)
+    await asyncio.sleep(0.5)  # past the window, still in flight (e.g. a slow upload)
+    with pytest.raises(CapacityWaitTimeoutError):
+        await lim.acquire(KEY, 1, timeout=0.1)
+    await lim.settle(r, prompt_tokens=1000, completion_tokens=0)  # the answer: re-scored to now
+    with pytest.raises(CapacityWaitTimeoutError):
+        await lim.acquire(KEY, 1, timeout=0.3)
+    t0 = time.monotonic()
+    r2 = await lim.acquire(KEY, 1000, timeout=1)
+    assert time.monotonic() - t0 < 0.3  # freed 0.4 s after the settle
+    # a worker that died with a reservation in flight: it leaves after window + grace
+    t0 = time.monotonic()
+    await lim.acquire(KEY, 1, timeout=3)
+    assert 0.8 < time.monotonic() - t0 < 1.5
+    assert r2.tokens == 1000
