@@ -22,7 +22,7 @@ from shared.text_tokens import prompt_tokens
 from workers import dedup
 from workers.deps import WorkerDeps
 from workers.images_step import prepare_job_images
-from workers.openai_call import ApiOutcome, call_openai, parse_structured_output
+from workers.openai_call import ApiOutcome, HeadersHook, call_openai, parse_structured_output
 from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
@@ -157,40 +157,12 @@ async def _call_with_retries(
     while True:
         result.attempts += 1
         await deps.results.put(result)  # attempts survive a worker's death
-        waited = time.perf_counter()
         try:
-            reservation = await deps.limiter.acquire(
-                key,
-                estimate + job.max_output_tokens,
-                priority=job.priority,
-                timeout=settings.capacity_wait_seconds,
-                max_output_tokens=job.max_output_tokens,
-            )
+            outcome = await _attempt(job, deps, key, parts, estimate, observe)
         except errors.CapacityWaitTimeoutError:
             result.attempts -= 1  # no call was made: not an attempt
             raise
-        m.limiter_wait_seconds.labels(model=job.model, priority=job.priority).observe(
-            time.perf_counter() - waited
-        )
-        try:
-            async with deps.concurrency.slot(job.priority):
-                m.in_flight_requests.labels(model=job.model).inc()
-                try:
-                    outcome = await call_openai(
-                        deps.client,
-                        api=job.api,
-                        model=job.model,
-                        prompt=job.prompt,
-                        images=parts,
-                        max_output_tokens=job.max_output_tokens,
-                        json_schema=job.json_schema,
-                        timeout=settings.request_timeout_seconds,
-                        on_headers=observe,
-                    )
-                finally:
-                    m.in_flight_requests.labels(model=job.model).dec()
         except errors.ImgqError as exc:
-            await deps.limiter.release(reservation, counted=isinstance(exc, _COUNTED))
             m.api_requests_total.labels(model=job.model, api=job.api, outcome=exc.code).inc()
             if isinstance(exc, errors.RateLimitedError):
                 m.rate_limited_total.labels(model=job.model).inc()
@@ -206,16 +178,61 @@ async def _call_with_retries(
             log.info("job %s: %s, retry in %.2fs", job.job_id, exc.code, delay)
             await asyncio.sleep(delay)
             continue
-        await deps.limiter.settle(
-            reservation,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-        )
-        deps.concurrency.on_success(outcome.latency_seconds, capacity_wait_s=reservation.waited_s)
-        m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
         m.api_requests_total.labels(model=job.model, api=job.api, outcome="ok").inc()
         m.api_latency_seconds.labels(model=job.model, api=job.api).observe(outcome.latency_seconds)
         return _succeeded(job, result, outcome, deps)
+
+
+async def _attempt(
+    job: Job,
+    deps: WorkerDeps,
+    key: LimitKey,
+    parts: Sequence[tuple[str, str]],
+    estimate: int,
+    observe: HeadersHook,
+) -> ApiOutcome:
+    """One call: a local slot first, then fleet capacity, then the API; settle or release."""
+    m = deps.metrics
+    # Slot before reservation: tokens reserved while queueing locally would sit idle in the
+    # window and be counted earlier than the API counts them.
+    async with deps.concurrency.slot(job.priority):
+        waited = time.perf_counter()
+        reservation = await deps.limiter.acquire(
+            key,
+            estimate + job.max_output_tokens,
+            priority=job.priority,
+            timeout=deps.settings.capacity_wait_seconds,
+            max_output_tokens=job.max_output_tokens,
+        )
+        m.limiter_wait_seconds.labels(model=job.model, priority=job.priority).observe(
+            time.perf_counter() - waited
+        )
+        m.in_flight_requests.labels(model=job.model).inc()
+        try:
+            outcome = await call_openai(
+                deps.client,
+                api=job.api,
+                model=job.model,
+                prompt=job.prompt,
+                images=parts,
+                max_output_tokens=job.max_output_tokens,
+                json_schema=job.json_schema,
+                timeout=deps.settings.request_timeout_seconds,
+                on_headers=observe,
+            )
+        except errors.ImgqError as exc:
+            await deps.limiter.release(reservation, counted=isinstance(exc, _COUNTED))
+            raise
+        finally:
+            m.in_flight_requests.labels(model=job.model).dec()
+    await deps.limiter.settle(
+        reservation,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+    )
+    deps.concurrency.on_success(outcome.latency_seconds, capacity_wait_s=reservation.waited_s)
+    m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
+    return outcome
 
 
 def _succeeded(job: Job, result: Result, outcome: ApiOutcome, deps: WorkerDeps) -> Result:

@@ -84,8 +84,10 @@ class WorkerRuntime:
             timeout=s.request_timeout_seconds,
             http_client=openai.DefaultAioHttpClient(timeout=s.request_timeout_seconds),
         )
+        # Start high: the fleet limiter already keeps calls within TPM/RPM, so the local cap
+        # only has to protect this process and back off on 429s and timeouts.
         concurrency = AdaptiveConcurrency(
-            initial=min(64, s.max_in_flight), minimum=4, maximum=s.max_in_flight
+            initial=min(256, s.max_in_flight), minimum=4, maximum=s.max_in_flight
         )
         broker = None
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
