@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.limiter.keys import DEFAULT_PREFIX
 
@@ -98,6 +98,9 @@ class LimitsConfig:
     fallback: ModelLimits = FALLBACK
     window_s: float = 60.0
     margin_s: float = 0.25
+    # "answer": a call counts for a window after its answer (safe however late the API admits it);
+    # "grant": after its grant (TPM x 60/60.25, but trusts the API to admit within ``margin_s``).
+    count_from: Literal["answer", "grant"] = "answer"
     inflight_grace_s: float = 120.0
     # Headers saying the API has less left than we think resync only beyond this share of the limit.
     resync_tolerance: float = 0.05

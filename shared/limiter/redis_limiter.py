@@ -57,6 +57,7 @@ class RedisLimiter:
         # never hold a connection, and the pool is never exhausted.
         self._calls = asyncio.Semaphore(max_redis_calls)
         self._fast_asks = fast_asks
+        self._rescore = 1 if config.count_from == "answer" else 0
         self._lines: dict[LimitKey, WaitLine] = {}
         self._registered: set[LimitKey] = set()
         self._headerless: set[LimitKey] = set()
@@ -143,7 +144,7 @@ class RedisLimiter:
     async def give_back(self, key: LimitKey, rid: str) -> None:
         """A grant nobody will use (its waiter gave up at that instant): return it."""
         try:
-            await self._run("RELEASE", key, rid, 0)
+            await self._run("RELEASE", key, rid, 0, 0)
         except StorageUnavailableError:
             log.warning("limiter: could not give back a grant on %s", key.model)
 
@@ -163,7 +164,9 @@ class RedisLimiter:
         else:
             charged = max(reservation.tokens, prompt_tokens + completion_tokens)
         try:
-            await self._run("SETTLE", reservation.key, reservation.id, max(0, charged))
+            await self._run(
+                "SETTLE", reservation.key, reservation.id, max(0, charged), self._rescore
+            )
         except StorageUnavailableError:
             log.warning("limiter: settle failed on %s", reservation.key.model)
         if charged < reservation.tokens:
@@ -173,7 +176,9 @@ class RedisLimiter:
         """After a failed call: ``counted=False`` gives the tokens and the request back (the API
         did not admit it: 429, connection refused); ``counted=True`` keeps the charge."""
         try:
-            await self._run("RELEASE", reservation.key, reservation.id, 1 if counted else 0)
+            await self._run(
+                "RELEASE", reservation.key, reservation.id, 1 if counted else 0, self._rescore
+            )
         except StorageUnavailableError:
             log.warning("limiter: release failed on %s", reservation.key.model)
         if not counted:

@@ -176,7 +176,7 @@ return {0, wait, now, tpm, rpm}
 """
 )
 
-# ARGV[5..]: id, new_tokens -> {1, delta} | {0, 0} when the grant already left the window
+# ARGV[5..]: id, new_tokens, rescore ('1': count from now) -> {1, delta} | {0, 0} when gone
 SETTLE = (
     PRELUDE
     + r"""
@@ -187,14 +187,15 @@ local v = redis.call('HGET', E, id)
 if not v then return {0, 0} end
 local t, q = parse(v)
 redis.call('HSET', E, id, new .. ',' .. q)
-redis.call('ZADD', W, 'XX', now, id)
+if ARGV[7] == '1' then redis.call('ZADD', W, 'XX', now, id) end
 incr('tok', new - t)
 if redis.call('SREM', R, id) == 1 then incr('res', -t) end
 return {1, new - t}
 """
 )
 
-# ARGV[5..]: id, counted ('1' keeps the charge, '0' gives tokens and request back) -> {1|0, tokens}
+# ARGV[5..]: id, counted ('1' keeps the charge, '0' gives tokens and request back), rescore
+# -> {1|0, tokens}
 RELEASE = (
     PRELUDE
     + r"""
@@ -206,7 +207,7 @@ if not v then return {0, 0} end
 local t, q = parse(v)
 if redis.call('SREM', R, id) == 1 then incr('res', -t) end
 if counted == '1' then
-  redis.call('ZADD', W, 'XX', now, id)
+  if ARGV[7] == '1' then redis.call('ZADD', W, 'XX', now, id) end
 else
   redis.call('ZREM', W, id)
   redis.call('HDEL', E, id)

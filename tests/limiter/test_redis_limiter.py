@@ -376,3 +376,13 @@ async def test_in_flight_counts_until_settled_then_a_window_after_the_answer(
     await lim.acquire(KEY, 1, timeout=3)
     assert 0.8 < time.monotonic() - t0 < 1.5
     assert r2.tokens == 1000
+
+
+async def test_count_from_grant_does_not_extend_on_settle(redis_url: str) -> None:
+    lim = make(redis_url, config(1000, 100, window_s=0.4, count_from="grant"))
+    r = await lim.acquire(KEY, 1000)
+    await asyncio.sleep(0.3)
+    await lim.settle(r, prompt_tokens=1000, completion_tokens=0)
+    t0 = time.monotonic()
+    await lim.acquire(KEY, 1000, timeout=1)
+    assert time.monotonic() - t0 < 0.25  # freed 0.4 s after the grant, not after the answer
