@@ -46,6 +46,6 @@ def test_overhead_quick_writes_its_section(tmp_path: Path) -> None:
     # Every imgq job of the quick run succeeded, and throughput figures are real numbers.
     assert "imgq jobs not succeeded: 0." in section
     rates = re.findall(r"\| (\d+) \| (\d+\.\d\d)x \| (\d+\.\d\d) ms \|", section)
-    assert len(rates) == 3 and all(float(r[0]) > 0 and float(r[2]) > 0 for r in rates)
+    assert len(rates) == 4 and all(float(r[0]) > 0 and float(r[2]) > 0 for r in rates)
     # imgq's path made every call at 1,000 in flight (connect errors are counted, not raised).
     assert re.search(r"aiohttp transport \| [\d.]+ ms \| \d+ / 1000", section)
