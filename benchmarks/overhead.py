@@ -1,6 +1,6 @@
 """Pipeline overhead: imgq vs bare Celery throughput, added latency, client CPU per API call.
 
-    python -m benchmarks.overhead [--quick] [--out BENCHMARKS.md] [--no-write]
+    python -m benchmarks.overhead [--quick] [--out BENCHMARKS.md] [--no-write] [--concurrency N]
 
 Side by side in one run, medians of several runs, against the real simulator (its own process):
 
@@ -8,7 +8,9 @@ Side by side in one run, medians of several runs, against the real simulator (it
    one real ``imgq worker`` process -> simulator answering at once -> results read back), small
    distinct PNGs, dedup off, limits far above the load; against a bare Celery no-op task on the
    same broker with the same Celery config (threads pool, same concurrency, late acks, prefetch 1)
-   whose task only RPUSHes to a Redis list. Target: imgq >= 0.5x bare Celery.
+   whose task only RPUSHes to a Redis list. Two more bare workers locate the cost: one hands an
+   empty coroutine to a loop thread (imgq's hand-off), one makes one ``call_openai`` call there.
+   Target: imgq >= 0.5x bare Celery. Runs are interleaved; ratios are medians of per-run ratios.
 2. Added latency at light load (one job at a time): finished_at - queued_at - api_seconds from the
    Result's timings, and the client's submit->result wall time - api_seconds. Target: p50 < 10 ms.
 3. Client efficiency: CPU seconds per API call (``time.process_time()`` in a process of its own)
