@@ -132,7 +132,7 @@ def measure(
     return {
         "approach": name,
         "processes": procs,
-        "tpm_ratio": sum(window) / (s.tpm * s.minutes),
+        "tpm_ratio": sum(window) / (s.tpm * max(1, len(window)) / 60),
         "rate_429": n429 / answers if answers else 0.0,
         "answers": answers,
         "n429": n429,
@@ -216,15 +216,17 @@ def run_imgq(s: Setup, procs: int) -> dict[str, Any]:
 def run_peer(s: Setup, name: str) -> dict[str, Any]:
     sim = Sim(s)
     try:
-        # The naive client gives calls up after 2 retries: give it enough to stay saturated.
-        n = s.calls * (12 if name == "naive" else 1)
+        # Enough work to stay saturated (the naive client gives calls up after 2 retries).
+        n = s.calls * (12 if name == "naive" else 2)
         calls = [Call(PROMPT, "data:image/png;base64," + base64.b64encode(png(i)).decode(), MAX_OUT)
                  for i in range(n)]  # fmt: skip
         sim.reset()
+        # A few seconds more than imgq's run: creating thousands of calls delays the first one.
+        seconds = s.run_seconds + 15
         if name == "naive":
-            out = asyncio.run(run_naive(sim.base_url, calls, seconds=s.run_seconds))
+            out = asyncio.run(run_naive(sim.base_url, calls, seconds=seconds))
         else:
-            out = asyncio.run(run_cookbook(sim.base_url, calls, seconds=s.run_seconds,
+            out = asyncio.run(run_cookbook(sim.base_url, calls, seconds=seconds,
                                            tpm=s.tpm, rpm=s.rpm))  # fmt: skip
         stats = sim.stats()
     finally:
