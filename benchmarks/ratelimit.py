@@ -263,15 +263,14 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     best_tpm = all(imgq["tpm_ratio"] >= p["tpm_ratio"] for p in peers)
     best_429 = all(imgq["rate_429"] <= p["rate_429"] for p in peers)
     word = {True: "met", False: "**missed**"}
+    note = (
+        " (a peer above 1.0 got there because the simulator's bucket let it exceed TPM within a"
+        " minute, which imgq never does by design: see the last column)"
+    )
     return (
         f"Targets at {imgq['processes']} processes: ≥ 0.95 of TPM with < 0.5 % 429s: {word[met]}; "
         f"best 429 rate of the three: {word[best_429]}; best achieved TPM: {word[best_tpm]}"
-        + (
-            ""
-            if best_tpm
-            else " (a peer's ratio above 1.0 is the simulator's bucket letting it "
-            "exceed TPM within a minute, which imgq never does: see the last column)"
-        )
+        + (note if not best_tpm and any(p["tpm_ratio"] > 1.0 for p in peers) else "")
         + "."
     )
 
