@@ -59,8 +59,8 @@ async def _process_locked(job: Job, deps: WorkerDeps) -> Result:
     deps.metrics.queue_wait_seconds.labels(priority=job.priority).observe(
         max(0.0, result.timings.started_at - job.submitted_at)
     )
-    await deps.results.put(result)
-    await deps.events.publish(job.job_id, "running")
+    # "running" is stored with the first attempt's count (one write, not two); waiters only
+    # listen for terminal statuses, so no event is published for it.
     try:
         result = await _run(job, result, deps)
     except errors.CapacityWaitTimeoutError:
