@@ -19,7 +19,12 @@ from pathlib import Path
 from benchmarks.common import ROOT, bench_env
 
 # name -> extra arguments in --quick mode (benchmarks.images has no --quick: fewer repeats)
-QUICK_ARGS = {"images": ["--repeat", "3"], "ratelimit": ["--quick"], "overhead": ["--quick"]}
+QUICK_ARGS = {
+    "images": ["--repeat", "3"],
+    "ratelimit": ["--quick"],
+    "overhead": ["--quick"],
+    "inflight": ["--quick"],
+}
 
 
 def available() -> list[str]:

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
         default=None, description='JSON env: {"gpt-4.1-mini": {"tpm": 200000, "rpm": 500}}'
     )
     capacity_wait_seconds: float = 60.0
-    max_in_flight: int = 512
+    max_in_flight: int = 1000
 
     # -- image fetching -----------------------------------------------------------------------
     fetch_allow_hosts: list[str] = Field(

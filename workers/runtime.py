@@ -87,7 +87,7 @@ class WorkerRuntime:
         # Start high: the fleet limiter already keeps calls within TPM/RPM, so the local cap
         # only has to protect this process and back off on 429s and timeouts.
         concurrency = AdaptiveConcurrency(
-            initial=min(256, s.max_in_flight), minimum=4, maximum=s.max_in_flight
+            initial=min(512, s.max_in_flight), minimum=4, maximum=s.max_in_flight
         )
         broker = None
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
