@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import openai
@@ -13,6 +13,7 @@ from shared.limiter import AdaptiveConcurrency, Limiter
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import ImageStore, JobEvents, ResultStore
+from workers.drain import Drain
 from workers.locks import JobLocks
 
 
@@ -31,3 +32,4 @@ class WorkerDeps:
     account: str  # API-key fingerprint: the limiter's key, never the key itself
     executor: Executor | None = None  # for CPU-bound image work; None = the loop's default
     http: aiohttp.ClientSession | None = None  # for fetching image URLs
+    drain: Drain = field(default_factory=Drain)

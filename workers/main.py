@@ -71,10 +71,14 @@ def run_worker(
             start_metrics_server(settings.metrics_port, metrics.registry, port_span=16)
         runtime.deps()  # start the loop, clients and lease heartbeat now, not on the first job
 
+    def on_shutting_down(**_: Any) -> None:
+        runtime.begin_drain()
+
     def on_shutdown(**_: Any) -> None:
         runtime.shutdown()
 
     signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     signals.worker_shutdown.connect(on_shutdown, weak=False)
     argv = [
         "worker",

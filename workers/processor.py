@@ -197,13 +197,14 @@ async def _attempt(
     # window and be counted earlier than the API counts them.
     async with deps.concurrency.slot(job.priority):
         waited = time.perf_counter()
-        reservation = await deps.limiter.acquire(
-            key,
-            estimate + job.max_output_tokens,
-            priority=job.priority,
-            timeout=deps.settings.capacity_wait_seconds,
-            max_output_tokens=job.max_output_tokens,
-        )
+        async with deps.drain.capacity_wait():
+            reservation = await deps.limiter.acquire(
+                key,
+                estimate + job.max_output_tokens,
+                priority=job.priority,
+                timeout=deps.settings.capacity_wait_seconds,
+                max_output_tokens=job.max_output_tokens,
+            )
         m.limiter_wait_seconds.labels(model=job.model, priority=job.priority).observe(
             time.perf_counter() - waited
         )

@@ -114,6 +114,12 @@ class WorkerRuntime:
             http=http,
         )
 
+    def begin_drain(self) -> None:
+        """Warm shutdown began: jobs only waiting for capacity go back to the queue now."""
+        deps = self._deps
+        if deps is not None:
+            self._loop.loop.call_soon_threadsafe(deps.drain.start)
+
     def shutdown(self) -> None:
         """Close clients on their loop, then stop the loop (from Celery's worker_shutdown)."""
         if self._deps is not None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 
 from shared.errors import CapacityWaitTimeoutError
 from workers.celery_app import QUEUES, TASK_NAME
@@ -26,7 +27,11 @@ def register_tasks(app: Celery, get_runtime: Callable[[], WorkerRuntime]) -> Tas
             # No capacity for a while: hand the job back to the broker, where backlog belongs,
             # rather than hold it (and a thread) here. Not an attempt; the job id stays the same.
             queue = payload.get("priority") if payload.get("priority") in QUEUES else QUEUES[0]
-            self.app.send_task(TASK_NAME, args=[payload], queue=queue)
+            try:
+                self.app.send_task(TASK_NAME, args=[payload], queue=queue)
+            except Exception as exc:
+                # Could not publish: give the message itself back rather than ack and lose it.
+                raise Reject(f"could not re-queue: {exc}", requeue=True) from exc
             log.info("job %s: no capacity yet, back to the %s queue", payload.get("job_id"), queue)
 
     return process_job  # type: ignore[no-any-return]

@@ -96,3 +96,30 @@ def test_backlog_waits_for_capacity_without_429s_or_duplicates(
     stats = sim.stats()
     assert stats["codes"].get("rate_limit_exceeded", 0) == 0
     assert set(stats["image_hashes"].values()) == {1}
+
+
+def test_a_stopping_worker_hands_back_jobs_waiting_for_capacity(
+    redis_url: str, simulator: Sim, worker_factory: WorkerFactory
+) -> None:
+    tight = json.dumps({"gpt-4o": {"tpm": 700, "rpm": 1000}})  # two of these jobs per minute
+    first = worker_factory(simulator, IMGQ_MODEL_LIMITS=tight, IMGQ_CAPACITY_WAIT_SECONDS="60")
+    opts = {"model": "gpt-4o", "detail": "low", "max_output_tokens": 250}
+    with Client(Settings(redis_url=redis_url)) as c:
+        ids = c.submit_many(
+            SubmitRequest(images=[make_image(600 + i)], prompt=PROMPT, **opts) for i in range(6)
+        )
+        deadline = time.monotonic() + 20
+        while sum((r := c.get(i)) is not None and r.done for i in ids) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        stopping = time.monotonic()
+        first.send_signal(signal.SIGTERM)  # warm shutdown while four jobs wait for capacity
+        first.wait(timeout=30)
+        stopped_in = time.monotonic() - stopping
+        roomy = json.dumps({"gpt-4o": {"tpm": 1_000_000, "rpm": 1000}})
+        worker_factory(simulator, IMGQ_MODEL_LIMITS=roomy)
+        results = list(c.as_completed(ids, timeout=60))
+    assert stopped_in < 15  # not the 60 s capacity wait
+    assert all(r.status == "succeeded" for r in results), [r.error for r in results]
+    assert all(r.attempts == 1 for r in results)
+    assert set(simulator.stats()["image_hashes"].values()) == {1}
