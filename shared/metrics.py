@@ -293,7 +293,7 @@ def start_metrics_server(
     """Serve `registry` on http://addr:port/metrics in a daemon thread.
 
     With `port_span` > 1 the first free port of [port, port + port_span) is taken, so several
-    processes on one host can share one `IMGQ_METRICS_PORT` (see docs/operations.md). Port 0 picks
+    processes on one host can share one `IMGQ_METRICS_PORT` (see the README, "Deployment and monitoring"). Port 0 picks
     any free port; the bound one is `.port`.
     """
     last: OSError | None = None

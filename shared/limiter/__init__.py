@@ -1,4 +1,4 @@
-"""Fleet-wide TPM/RPM limiter in Redis, plus adaptive local concurrency. See docs/limiter.md."""
+"""Fleet-wide TPM/RPM limiter in Redis, plus adaptive local concurrency. See the README, "Rate limiting"."""
 
 from shared.limiter.adaptive import AdaptiveConcurrency
 from shared.limiter.base import PRIORITIES, Limiter, LimitSnapshot, Priority, Reservation

@@ -70,7 +70,7 @@ class LimitSnapshot:
 
 @runtime_checkable
 class Limiter(Protocol):
-    """Fleet-wide TPM/RPM limits. See ``docs/limiter.md``."""
+    """Fleet-wide TPM/RPM limits. See the README, "Rate limiting"."""
 
     async def acquire(
         self,

@@ -37,7 +37,7 @@ def test_three_processes_stay_under_the_simulators_limits(
         assert p.returncode == 0
         outs.append(json.loads(out))
     stats = sim.stats()
-    print(  # for -s runs: the figures quoted in docs/limiter.md
+    print(  # for -s runs: the figures quoted in the README
         "max_tokens_in_any_60s",
         stats["max_tokens_in_any_60s"],
         "admitted",
