@@ -28,6 +28,7 @@ from pathlib import Path
 import PIL
 from PIL import Image, ImageChops, ImageFilter
 
+from benchmarks.common import write_section
 from shared.images.decode import open_image
 from shared.images.policy import ImagePolicy
 from shared.images.prepare import _decode_resized, prepare_image
@@ -36,7 +37,6 @@ from shared.vision_tokens import Detail, image_tokens
 MODEL = "gpt-4o"
 SIZE = (4000, 3000)
 JPEG_QUALITY = 85  # both paths encode the result at the same quality
-BEGIN, END = "<!-- images:start -->", "<!-- images:end -->"
 
 
 def typical_photo() -> bytes:
@@ -180,17 +180,6 @@ def report(rows: list[Row], repeat: int, sizes: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + section + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--repeat", type=int, default=9)
@@ -208,7 +197,7 @@ def main() -> None:
     text = report(rows, args.repeat, {k: len(v) for k, v in photos.items()})
     print(text)
     if not args.no_write:
-        write_section(text, args.output)
+        write_section("images", text, args.output)
         print(f"\nwritten to {args.output}")
 
 

@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,13 @@ from typing import Any
 
 from PIL import Image
 
+from benchmarks.common import Simulator, write_section
 from benchmarks.ratelimit_peers import MODEL, Call, run_cookbook, run_naive
-from shared.embedded_redis import EmbeddedRedis, free_port
+from shared.embedded_redis import EmbeddedRedis
 from shared.text_tokens import prompt_tokens
 from shared.vision_tokens import image_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- ratelimit:start -->", "<!-- ratelimit:end -->"
 PROMPT = "Describe this image in one sentence."
 MAX_OUT = 200
 SIZE = 512
@@ -82,43 +81,9 @@ def png(i: int) -> bytes:
     return buf.getvalue()
 
 
-# -- the simulator --------------------------------------------------------------------------------
-class Sim:
-    def __init__(self, s: Setup) -> None:
-        port = free_port()
-        self.root = f"http://127.0.0.1:{port}"
-        self.base_url = f"{self.root}/v1"
-        args = ["--tpm", str(s.tpm), "--rpm", str(s.rpm), "--latency-ms", str(s.latency_ms),
-                "--jitter-ms", str(s.jitter_ms), "--seed", "1"]  # fmt: skip
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.stats()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"{self.root}/_sim/stats", timeout=10) as r:
-            return json.loads(r.read())  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        req = urllib.request.Request(f"{self.root}/_sim/reset", method="POST", data=b"")
-        urllib.request.urlopen(req, timeout=10).close()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def start_sim(s: Setup) -> Simulator:
+    return Simulator("--tpm", str(s.tpm), "--rpm", str(s.rpm), "--latency-ms", str(s.latency_ms),
+                     "--jitter-ms", str(s.jitter_ms), "--seed", "1")  # fmt: skip
 
 
 def measure(
@@ -144,7 +109,7 @@ def measure(
 
 
 # -- imgq: the real pipeline ----------------------------------------------------------------------
-def _worker_env(redis_url: str, sim: Sim, s: Setup) -> dict[str, str]:
+def _worker_env(redis_url: str, sim: Simulator, s: Setup) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IMGQ_", "OPENAI_"))}
     env.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / ".cache" / "tiktoken"))
     env.update(
@@ -163,7 +128,7 @@ def run_imgq(s: Setup, procs: int) -> dict[str, Any]:
     from producer.client import Client, SubmitRequest
     from shared.settings import Settings
 
-    sim = Sim(s)
+    sim = start_sim(s)
     workers: list[subprocess.Popen[bytes]] = []
     try:
         with EmbeddedRedis() as r:
@@ -214,7 +179,7 @@ def run_imgq(s: Setup, procs: int) -> dict[str, Any]:
 
 
 def run_peer(s: Setup, name: str) -> dict[str, Any]:
-    sim = Sim(s)
+    sim = start_sim(s)
     try:
         # Enough work to stay saturated (the naive client gives calls up after 2 retries).
         n = s.calls * (12 if name == "naive" else 2)
@@ -275,17 +240,6 @@ def verdict(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def write_section(text: str, path: Path) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + section + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n## Rate limits\n\n" + section + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="imgq x4 and the peers, 1 minute each")
@@ -308,7 +262,7 @@ def main() -> None:
     print(text)
     print(json.dumps(rows), file=sys.stderr)
     if not args.no_write:
-        write_section(text, args.output)
+        write_section("ratelimit", text, args.output)
 
 
 if __name__ == "__main__":
