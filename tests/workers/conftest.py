@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.embedded_redis import free_port
-from tests.conftest import ROOT, Sim, stop_simulator
+from tests.conftest import Sim, start_simulator, stop_simulator
 
 KEY = "sk-right-key-0123456789"
 FLAGS = {
@@ -27,35 +21,11 @@ FLAGS = {
 }
 
 
-def start_keyed_simulator(*args: str) -> Sim:
-    """Like tests.conftest.start_simulator, whose readiness probe (key sk-test) an --api-key
-    simulator answers with 401 forever: here a 401 means "up"."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
-    root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            urllib.request.urlopen(f"{root}/v1/models", timeout=1).close()
-            break
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"simulator did not start: {cmd}")
-        time.sleep(0.05)
-    return Sim(base_url=f"{root}/v1", root=root, proc=proc)
-
-
 @pytest.fixture(scope="session")
 def sims() -> Iterator[dict[str, Sim]]:
     with ThreadPoolExecutor(len(FLAGS)) as pool:  # start-up is mostly waiting: overlap it
         started = dict(
-            zip(FLAGS, pool.map(lambda f: start_keyed_simulator(*f), FLAGS.values()), strict=True)
+            zip(FLAGS, pool.map(lambda f: start_simulator(*f), FLAGS.values()), strict=True)
         )
     yield started
     for sim in started.values():
