@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -318,4 +317,4 @@ class Client:
         self.close()
 
 
-__all__ = ["AsyncClient", "Client", "ImageInput", "Path", "SubmitRequest"]
+__all__ = ["AsyncClient", "Client", "ImageInput", "SubmitRequest"]
