@@ -39,7 +39,7 @@ from typing import Any
 
 from PIL import Image
 
-from benchmarks.common import Simulator, write_section
+from benchmarks.common import Simulator, stop_process, write_section
 from benchmarks.ratelimit_peers import MODEL, Call, run_cookbook, run_naive
 from shared.embedded_redis import EmbeddedRedis
 from shared.text_tokens import prompt_tokens
@@ -167,13 +167,9 @@ def run_imgq(s: Setup, procs: int) -> dict[str, Any]:
                 )
     finally:
         for w in workers:
-            w.send_signal(signal.SIGTERM)
+            w.send_signal(signal.SIGTERM)  # all at once: they drain in parallel
         for w in workers:
-            try:
-                w.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait()
+            stop_process(w, timeout=5)
         sim.stop()
     return measure(stats, s, "imgq", procs, Counter(failed=failed))
 

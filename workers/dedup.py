@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from shared.images import PreparedImage, image_content_hash
 from shared.images.hashing import dedup_key as content_key
 from shared.jobs import Job, Result, Usage
+from workers.locks import delete_if_owner
 
 DEDUP_PREFIX = "imgq:dedup:"
 
@@ -46,12 +47,7 @@ async def take_over(r: aioredis.Redis, key: str, job_id: str, ttl: int) -> None:
 
 async def release(r: aioredis.Redis, key: str, job_id: str) -> None:
     """Give up leadership after a failure, so the next identical job calls the API itself."""
-    current = await r.get(key)
-    if (
-        current is not None
-        and (current.decode() if isinstance(current, bytes) else current) == job_id
-    ):
-        await r.delete(key)
+    await delete_if_owner(r, key, job_id)
 
 
 def copy_result(leader: Result, into: Result) -> Result:

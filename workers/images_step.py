@@ -53,8 +53,8 @@ async def prepare_job_images(job: Job, deps: WorkerDeps) -> list[PreparedImage]:
     m = deps.metrics
     m.image_prepare_seconds.observe(time.perf_counter() - started)
     m.image_bytes_total.labels(stage="original").inc(sum(p.original_bytes for p in prepared))
-    m.image_bytes_total.labels(stage="sent").inc(sum(len(p.data) for p in prepared))
     total = sum(len(p.data) for p in prepared)
+    m.image_bytes_total.labels(stage="sent").inc(total)
     if total > deps.settings.max_job_image_bytes:
         raise ImageTooLargeError(
             f"the job's images add up to {total / 1e6:.1f} MB after resizing;"

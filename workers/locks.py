@@ -37,6 +37,11 @@ return 0
 """
 
 
+async def delete_if_owner(client: aioredis.Redis, key: str, owner: str) -> bool:
+    """Delete ``key`` only while it still holds ``owner`` (atomic compare-and-delete)."""
+    return bool(await client.register_script(_RELEASE)(keys=[key], args=[owner]))
+
+
 class JobLocks:
     """One owner per job at a time, across the fleet."""
 
