@@ -13,6 +13,7 @@ RUN groupadd --system --gid 10001 imgq \
 WORKDIR /app
 # README.md* : pyproject names the readme; the glob keeps the build working before it exists.
 COPY pyproject.toml README.md* ./
+COPY imgq/ imgq/
 COPY shared/ shared/
 COPY workers/ workers/
 COPY producer/ producer/

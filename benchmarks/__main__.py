@@ -24,6 +24,7 @@ QUICK_ARGS = {
     "ratelimit": ["--quick"],
     "overhead": ["--quick"],
     "inflight": ["--quick"],
+    "resources": ["--quick"],
 }
 
 

@@ -181,7 +181,7 @@ def start_imgq_worker(
 
     ``wait=False``: return at once (start several, then ``wait_for_redis_key``).
     """
-    cmd = [sys.executable, "-m", "producer.cli", "worker", "-c", str(concurrency),
+    cmd = [sys.executable, "-m", "imgq.cli", "worker", "-c", str(concurrency),
            "-Q", "interactive,bulk", "-l", "WARNING", "-n", f"{name}-{os.getpid()}@%h"]  # fmt: skip
     full_env = bench_env(
         IMGQ_REDIS_URL=redis_url,

@@ -97,8 +97,8 @@ def small_png(seed: int) -> bytes:
 # -- bare Celery ------------------------------------------------------------------------------------
 def bare_app(broker_url: str, queue: str) -> Celery:
     """A tiny Celery app with imgq's Celery config, consuming its own queue."""
+    from shared.broker import celery_config
     from shared.settings import Settings
-    from workers.celery_app import celery_config
 
     conf = celery_config(Settings(redis_url=broker_url), broker_url)
     conf["task_queues"] = [Queue(queue, routing_key=queue)]  # type: ignore[no-untyped-call]

@@ -1,1 +1,4 @@
-"""imgq producers: the Python client, the `imgq` CLI and the HTTP API."""
+"""imgq producers: the Python client, the HTTP API and the producer-side CLI commands.
+
+Users import the client from ``imgq``; the `imgq` command itself lives in ``imgq.cli``.
+"""

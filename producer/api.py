@@ -7,6 +7,11 @@
     GET  /healthz              Redis reachable
     GET  /metrics              Prometheus metrics of this API process
 
+Bounded whatever the callers do: one process holds at most ``api_redis_connections`` Redis
+connections (a blocking pool; callers queue for it), every ``?wait`` shares ONE subscription
+(``shared.storage.wait_hub``), a body must arrive within ``api_body_timeout_seconds`` (408) and
+within ``max_body_bytes`` (413).
+
 >>> app = create_app(Settings(redis_url="redis://127.0.0.1:1/0"))   # doctest: +SKIP
 """
 
@@ -14,150 +19,125 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
-from aiohttp import BodyPartReader, web
+import redis.asyncio as aioredis
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
 
-from producer.client import AsyncClient, ImageInput, SubmitRequest
-from shared.errors import ImgqError, StorageUnavailableError
+from producer import api_images
+from producer.api_body import BodyTimeoutError, read_submit
+from producer.client import AsyncClient
+from shared.errors import StorageUnavailableError
+from shared.jobs import Result
 from shared.metrics import Metrics
 from shared.settings import Settings
+from shared.storage import build_stores
+from shared.storage.wait_hub import UnreadableResultError, WaitHub
 
-MAX_BODY_BYTES = 64 * 1024 * 1024  # 50 MB of images per request, plus JSON/base64 overhead
+# Multipart: 50 MB of images plus the form fits. JSON carries images as base64 (x4/3), so a JSON
+# body holds about 48 MB of images, under max_job_image_bytes: send big jobs as multipart.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_WAIT_SECONDS = 300.0
-_FIELDS = ("prompt", "model", "detail", "api", "max_output_tokens", "priority", "job_id",
-           "max_image_tokens", "dedup", "json_schema", "metadata")  # fmt: skip
+POOL_TIMEOUT_SECONDS = 20.0  # a request waiting this long for a Redis connection gets a 503
 CLIENT: web.AppKey[AsyncClient] = web.AppKey("client", AsyncClient)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
+REDIS: web.AppKey[aioredis.Redis] = web.AppKey("redis", aioredis.Redis)
+HUB: web.AppKey[WaitHub] = web.AppKey("hub", WaitHub)
 
 
 def _bad(message: str, code: str = "invalid_job", status: int = 400) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
-def _image_from_json(item: Any) -> ImageInput:
-    if isinstance(item, str):
-        return ImageInput(item)
-    if not isinstance(item, dict):
-        raise ValueError("each image is a string (URL, data URL, base64) or an object")
-    value = item.get("url") or item.get("data") or item.get("base64")
-    if not isinstance(value, str):
-        raise ValueError("an image object needs `url`, `data` or `base64`")
-    return ImageInput(value, item.get("detail"))
+def _unreadable(exc: UnreadableResultError) -> web.Response:
+    # Stored by an older or buggy writer (e.g. metadata nested past the parser's limits): say so
+    # plainly; it will not change by asking again.
+    return _bad(str(exc), "result_unreadable", status=502)
 
 
-def _integer(name: str, value: Any) -> int:
-    # JSON gives ints, forms give digit strings; 1.5 or true are mistakes, not 1.
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    raise ValueError(f"`{name}` must be a whole number, got {value!r}")
-
-
-def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitRequest:
-    unknown = set(fields) - set(_FIELDS) - {"images"}
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(sorted(unknown))}")
-    opts = {k: fields[k] for k in _FIELDS if fields.get(k) is not None}
-    if "prompt" not in opts:
-        raise ValueError("`prompt` is required")
-    for k in ("prompt", "model", "detail", "api", "priority", "job_id"):
-        if k in opts and not isinstance(opts[k], str):
-            raise ValueError(f"`{k}` must be a string")
-    for k in ("max_output_tokens", "max_image_tokens"):
-        if k in opts:
-            opts[k] = _integer(k, opts[k])
-    if isinstance(opts.get("dedup"), str):
-        opts["dedup"] = opts["dedup"].lower() not in ("0", "false", "no")
-    for k in ("json_schema", "metadata"):
-        if isinstance(opts.get(k), str):
-            opts[k] = json.loads(opts[k])
-    return SubmitRequest(images=images, **opts)
-
-
-async def _parse(request: web.Request) -> SubmitRequest:
-    if request.content_type == "multipart/form-data":
-        fields: dict[str, Any] = {}
-        images: list[ImageInput] = []
-        # aiohttp caps each part, not their sum: count the total ourselves.
-        limit = request.app[MAX_BODY]
-        total = 0
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            data = bytes(await part.read(decode=True))
-            total += len(data)
-            if total > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
-            if part.filename is not None or part.name == "image":
-                images.append(ImageInput(data))
-            elif part.name:
-                fields[part.name] = data.decode(part.get_charset(default="utf-8"))
-        return _request_from(fields, images)
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise ValueError("the body must be a JSON object")
-    raw_images = body.get("images") or []
-    if not isinstance(raw_images, list):
-        raise ValueError("`images` must be a list")
-    images = [_image_from_json(i) for i in raw_images]
-    return _request_from(body, images)
+async def _get(request: web.Request, job_id: str) -> Result | None:
+    try:
+        return await request.app[CLIENT].get(job_id)
+    except ValueError as exc:  # pydantic's ValidationError on a stored document
+        raise UnreadableResultError(
+            f"the stored result of job {job_id!r} cannot be read ({type(exc).__name__})"
+        ) from None
 
 
 async def submit_job(request: web.Request) -> web.Response:
+    app = request.app
     try:
-        req = await _parse(request)
+        req = await read_submit(request, max_body=app[MAX_BODY], timeout=app[BODY_TIMEOUT])
+    except BodyTimeoutError as exc:
+        resp = _bad(str(exc), "request_timeout", status=408)
+        resp.force_close()  # the rest of a trickled body is not worth waiting for
+        return resp
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         return _bad(str(exc))
-    client = request.app[CLIENT]
+    client = app[CLIENT]
     try:
         # A known job id is answered as it stands (200), never run or counted twice.
-        existing = await client.get(req.job_id) if req.job_id else None
+        existing = await _get(request, req.job_id) if req.job_id else None
         if existing is not None:
             return web.json_response(existing.model_dump(mode="json"), status=200)
         (job_id,) = await client.submit_many([req])
-        result = await client.get(job_id)
+        result = await _get(request, job_id)
     except StorageUnavailableError as exc:
         return _bad(exc.message, exc.code, status=503)
+    except UnreadableResultError as exc:
+        return _unreadable(exc)
     if result is None or result.status != "failed":  # refused at submission: not enqueued
         model = req.model or client.settings.default_model
-        request.app[METRICS].jobs_submitted_total.labels(model=model, priority=req.priority).inc()
+        app[METRICS].jobs_submitted_total.labels(model=model, priority=req.priority).inc()
     doc = result.model_dump(mode="json") if result else {"job_id": job_id, "status": "queued"}
     return web.json_response(doc, status=202)
 
 
+def _wait_seconds(raw: str) -> float | None:
+    """``?wait=`` as seconds within 0..MAX_WAIT_SECONDS; None when it is not a finite number."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    if not math.isfinite(seconds):  # a NaN deadline is never reached: the request would hang
+        return None
+    return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+
+
 async def get_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    client = request.app[CLIENT]
     wait = request.query.get("wait")
-    result = await client.get(job_id)
-    if result is None:
-        return _bad(f"no job {job_id}", "not_found", status=404)
+    seconds = 0.0
     if wait is not None:
-        try:
-            seconds = float(wait)
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds):  # a NaN deadline is never reached: the request would hang
+        parsed = _wait_seconds(wait)
+        if parsed is None:
             return _bad("`wait` is a number of seconds")
-        seconds = min(max(seconds, 0.0), MAX_WAIT_SECONDS)
+        seconds = parsed
+    try:
+        result = await _get(request, job_id)
+        if result is None:
+            return _bad(f"no job {job_id}", "not_found", status=404)
         if seconds > 0 and not result.done:
-            try:
-                result = await client.wait(job_id, timeout=seconds)
-            except TimeoutError:
-                result = await client.get(job_id) or result
+            result = await request.app[HUB].wait(job_id, seconds) or await _get(request, job_id)
+            if result is None:  # deleted while waiting
+                return _bad(f"no job {job_id}", "not_found", status=404)
+    except StorageUnavailableError as exc:
+        return _bad(exc.message, exc.code, status=503)
+    except UnreadableResultError as exc:
+        return _unreadable(exc)
     return web.json_response(result.model_dump(mode="json"))
 
 
 async def healthz(request: web.Request) -> web.Response:
+    # A PING, not a read of some job id: no caller can make the probe fail by creating a job.
     try:
-        await request.app[CLIENT].get("healthz-probe")
-    except ImgqError as exc:
-        return _bad(exc.message, exc.code, status=503)
+        await request.app[REDIS].ping()  # type: ignore[misc]
+    except (RedisError, OSError) as exc:
+        err = StorageUnavailableError(f"Redis is not reachable: {type(exc).__name__}")
+        return _bad(err.message, err.code, status=503)
     return web.json_response({"ok": True})
 
 
@@ -166,24 +146,51 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _redis(settings: Settings) -> aioredis.Redis:
+    """A fixed pool: under any load the process holds at most this many Redis connections."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.require_redis_url(),
+        max_connections=max(2, settings.api_redis_connections),
+        timeout=POOL_TIMEOUT_SECONDS,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
 def create_app(
-    settings: Settings, *, metrics_: Metrics | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    settings: Settings,
+    *,
+    metrics_: Metrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout: float | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes)
-    app[CLIENT] = AsyncClient(settings, trusted=False)
+    r = _redis(settings)
+    app[REDIS] = r
+    app[CLIENT] = AsyncClient(settings, trusted=False, redis=r)
+    _, results, events = build_stores(settings, r)
+    app[HUB] = WaitHub(results, events)
     app[METRICS] = metrics_ or Metrics()
     app[MAX_BODY] = max_body_bytes
+    app[BODY_TIMEOUT] = settings.api_body_timeout_seconds if body_timeout is None else body_timeout
 
     async def close(app: web.Application) -> None:
+        await app[HUB].aclose()
         await app[CLIENT].aclose()
+        await app[REDIS].aclose()
 
     app.on_cleanup.append(close)
     app.router.add_post("/v1/jobs", submit_job)
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    api_images.add_routes(  # image generation and edits (issue 15)
+        app, app[CLIENT], max_body=max_body_bytes, body_timeout=app[BODY_TIMEOUT]
+    )
     return app
 
 
 def run_api(settings: Settings, *, host: str, port: int) -> None:
     web.run_app(create_app(settings), host=host, port=port)
+
+
+__all__ = ["create_app", "run_api"]

@@ -1,9 +1,17 @@
 """The Python client: submit image jobs, read and wait for their results. Async and sync.
 
->>> from producer.client import Client                      # doctest: +SKIP
->>> with Client() as c:
+>>> from imgq import Client
+>>> with Client(redis_url="redis://127.0.0.1:6379/0") as c:  # doctest: +SKIP
 ...     job_id = c.submit(["photo.jpg"], "What is in this image?")
 ...     print(c.wait(job_id, timeout=60).output_text)
+
+Without a Redis URL (argument or ``IMGQ_REDIS_URL``) the client says what to set; it never
+starts a server by itself:
+
+>>> Client(Settings(redis_url=None))
+Traceback (most recent call last):
+...
+shared.errors.ConfigurationError: no Redis configured: set IMGQ_REDIS_URL (e.g. redis://127.0.0.1:6379/0) or pass redis_url=...; only the `imgq` command line starts an embedded Redis by itself
 """
 
 from __future__ import annotations
@@ -13,22 +21,32 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
 
+from producer.generation_jobs import build_generation_job, output_images, save_images, split_options
 from shared import errors
-from shared.embedded_redis import resolve_redis_url
+from shared.admission import (
+    MAX_MODEL_NAME_CHARS,
+    AdmissionLimits,
+    UploadBudget,
+    admit_request,
+    check_metadata,
+)
+from shared.broker import TASK_NAME, create_celery
+from shared.catalogue import catalogue_for
+from shared.generation import GenerationOptions, Kind
 from shared.images import BytesSource, S3Source, UrlSource, parse_source
-from shared.jobs import Api, ErrorInfo, ImageSpec, Job, Priority, Result, new_job_id
+from shared.jobs import Api, ErrorInfo, ImageSpec, Job, Priority, Result, Route, new_job_id
+from shared.jobstate import record_submitted, state_key
 from shared.loop_thread import LoopThread
-from shared.prompt_guard import check_prompt
 from shared.settings import Settings
 from shared.storage import ImageStore, JobEvents, ResultStore, build_stores, iter_results
 from shared.vision_tokens import Detail
-from workers.celery_app import TASK_NAME, create_celery
 
 ImageLike = str | bytes | os.PathLike[str]
 
@@ -52,9 +70,16 @@ class SubmitRequest:
     json_schema: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     priority: Priority = "interactive"
+    route: Route = "online"  # batch: OpenAI's Batch API, half price, answered within 24 h
     job_id: str | None = None
     max_image_tokens: int | None = None
     dedup: bool = True
+    deadline_seconds: float | None = None  # expires_at = submit + this (default: settings)
+    # Image generation (issue 15): kind generate/edit, the Images API options, an edit's mask.
+    kind: Kind = "analyze"
+    generation: GenerationOptions | None = None
+    mask: ImageLike | None = None
+    responses_model: str | None = None  # generate via the Responses image_generation tool
 
 
 def _describe(value: ImageLike) -> str | None:
@@ -74,32 +99,36 @@ class AsyncClient:
         redis_url: str | None = None,
         celery: Celery | None = None,
         trusted: bool = True,
+        redis: aioredis.Redis | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        if redis_url:
+            self.settings = self.settings.model_copy(update={"redis_url": redis_url})
+        self._redis_url = self.settings.require_redis_url()  # no hidden servers: fail fast
         # A server taking images from untrusted callers must never read its own files or
         # buckets: with trusted=False, local paths and s3:// sources are refused.
         self._trusted = trusted
-        self._redis_url = redis_url or self.settings.redis_url
         self._celery = celery
         self._owns_celery = celery is None
-        self._redis: aioredis.Redis | None = None
+        self._redis: aioredis.Redis | None = redis  # given: shared (e.g. the API's fixed pool)
+        self._owns_redis = redis is None
         self._stores: tuple[ImageStore, ResultStore, JobEvents] | None = None
 
     def _connect(self) -> tuple[ImageStore, ResultStore, JobEvents]:
         if self._stores is None:
-            url = resolve_redis_url(self._redis_url)
-            self._redis_url = url
-            self._redis = aioredis.from_url(url)
+            if self._redis is None:
+                self._redis = aioredis.from_url(self._redis_url)
             self._stores = build_stores(self.settings, self._redis)
             if self._celery is None:
-                self._celery = create_celery(self.settings, self.settings.broker_url or url)
+                broker_url = self.settings.effective_broker_url or self._redis_url
+                self._celery = create_celery(self.settings, broker_url)
         return self._stores
 
     async def aclose(self) -> None:
         if self._celery is not None and self._owns_celery:
             self._celery.close()
             self._celery = None
-        if self._redis is not None:
+        if self._redis is not None and self._owns_redis:
             await self._redis.aclose()
             self._redis = None
             self._stores = None
@@ -166,60 +195,108 @@ class AsyncClient:
             sources=[s.source for s in job.images],
         )
         queued.timings.queued_at = job.submitted_at
+        # Deadline (issue 9): never past the image TTL, so a job's images outlive the job.
+        life = min(req.deadline_seconds or self.settings.job_deadline_seconds,
+                   self.settings.image_ttl_seconds)  # fmt: skip
+        job.expires_at = job.submitted_at + life
         if await results.create(queued) is not None:  # a known job id is never run twice
             return None
+        assert self._redis is not None  # the spec, for the reconciler and `imgq dlq retry`
+        await record_submitted(
+            self._redis, job, expires_at=job.expires_at, ttl_seconds=self.settings.result_ttl_seconds
+        )
         return job
 
     async def _send_or_forget(self, jobs: list[Job], results: ResultStore) -> None:
+        sent: list[str] = []
         try:
-            await asyncio.to_thread(self._send, jobs)
+            await asyncio.to_thread(self._send, jobs, sent)
         except Exception as exc:
-            for job in jobs:
+            # Jobs already published stay recorded (they will run); only the others are freed.
+            for job in jobs[len(sent) :]:
                 await results.delete(job.job_id)
+                if self._redis is not None:
+                    await self._redis.delete(state_key(job.job_id))
             raise errors.StorageUnavailableError(f"could not reach the broker: {exc}") from exc
 
     async def _build_job(self, req: SubmitRequest, job_id: str, store: ImageStore) -> Job:
+        """Every check before paying (shared/admission.py), then the uploads are stored.
+
+        Nothing is stored until all checks passed: a rejected job leaves no image behind.
+        """
         s = self.settings
-        check_prompt(req.prompt)
-        if not req.images:
-            raise errors.InvalidJobError("a job needs at least one image")
-        if len(req.images) > s.max_images_per_job:
-            raise errors.InvalidJobError(
-                f"{len(req.images)} images in one job; the API accepts at most {s.max_images_per_job}"
+        limits = AdmissionLimits.from_settings(s)
+        if req.kind != "analyze":  # image generation (issue 15) has its own option checks
+            check_metadata(req.metadata, limits)
+            return await build_generation_job(
+                kind=req.kind,
+                job_id=job_id,
+                prompt=req.prompt,
+                options=req.generation or GenerationOptions(),
+                images=[i.source if isinstance(i, ImageInput) else i for i in req.images],
+                mask=req.mask,
+                metadata=req.metadata,
+                priority=req.priority,
+                store=store,
+                settings=s,
+                trusted=self._trusted,
+                responses_model=req.responses_model,
             )
+        model = req.model or s.default_model
+        max_output_tokens = req.max_output_tokens or s.default_max_output_tokens
+        await admit_request(
+            model=model,
+            api=req.api,
+            prompt=req.prompt,
+            max_output_tokens=max_output_tokens,
+            json_schema=req.json_schema,
+            metadata=req.metadata,
+            n_images=len(req.images),
+            limits=limits,
+            catalogue=catalogue_for(s),
+            policy=s.unknown_models,
+        )
+        budget = UploadBudget(limits)
         specs: list[ImageSpec] = []
+        uploads: list[tuple[ImageSpec, bytes]] = []
         for item in req.images:
             inp = item if isinstance(item, ImageInput) else ImageInput(item)
             detail = inp.detail or req.detail
             src = parse_source(inp.source, max_bytes=s.max_image_bytes, allow_paths=self._trusted)
+            spec = ImageSpec(ref="", detail=detail, source=_describe(inp.source))
             if isinstance(src, UrlSource):
-                ref = src.url
+                spec.ref = src.url
             elif isinstance(src, S3Source):
                 if not self._trusted:
                     raise errors.ImageUrlForbiddenError(
                         "s3:// images are not accepted here: upload the image or give an https URL"
                     )
-                ref = f"s3://{src.bucket}/{src.key}"
+                spec.ref = f"s3://{src.bucket}/{src.key}"
             else:
                 assert isinstance(src, BytesSource)
-                ref = await store.put(src.data)
-            specs.append(ImageSpec(ref=ref, detail=detail, source=_describe(inp.source)))
+                await budget.add(src.data)  # sniffed and sized from its header, not stored yet
+                uploads.append((spec, src.data))
+            specs.append(spec)
         try:
-            return Job(
+            job = Job(
                 job_id=job_id,
                 images=specs,
                 prompt=req.prompt,
-                model=req.model or s.default_model,
+                model=model,
                 api=req.api,
-                max_output_tokens=req.max_output_tokens or s.default_max_output_tokens,
+                max_output_tokens=max_output_tokens,
                 json_schema=req.json_schema,
                 metadata=req.metadata,
                 priority=req.priority,
                 max_image_tokens=req.max_image_tokens,
                 dedup=req.dedup,
+                route=req.route,
             )
         except ValueError as exc:
             raise errors.InvalidJobError(f"invalid job: {exc}") from exc
+        for spec, data in uploads:  # all checks passed: only now is anything stored
+            spec.ref = await store.put(data)
+        return job
 
     async def _record_rejected(
         self,
@@ -229,17 +306,23 @@ class AsyncClient:
         results: ResultStore,
         events: JobEvents,
     ) -> None:
+        """A small failed record: the caller's metadata only if it is within the caps."""
         now = time.time()
-        failed = Result(
-            job_id=job_id, status="failed", model=req.model or self.settings.default_model
-        )
-        failed.metadata = req.metadata
+        model: str | None = req.model or self.settings.default_model
+        if not isinstance(model, str) or len(model) > MAX_MODEL_NAME_CHARS:
+            model = None  # a hostile 100,000-character name is not kept
+        failed = Result(job_id=job_id, status="failed", model=model)
+        try:
+            check_metadata(req.metadata, AdmissionLimits.from_settings(self.settings))
+            failed.metadata = req.metadata
+        except errors.ImgqError:
+            pass  # oversized, too deep or not JSON: the error says so, the record stays small
         failed.error = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
         failed.timings.queued_at = failed.timings.finished_at = now
         if await results.create(failed) is None:
             await events.publish(job_id, "failed")
 
-    def _send(self, jobs: list[Job]) -> None:
+    def _send(self, jobs: list[Job], sent: list[str] | None = None) -> None:
         app = self._celery
         assert app is not None
         with app.producer_or_acquire() as producer:
@@ -250,6 +333,48 @@ class AsyncClient:
                     queue=job.priority,
                     producer=producer,
                 )
+                if sent is not None:
+                    sent.append(job.job_id)
+
+    # -- image generation (issue 15) ------------------------------------------------------------
+    async def generate(self, prompt: str, **options: Any) -> str:
+        """Enqueue an image generation job: Images API options (model, n, size, quality, ...)
+        and job fields (metadata, priority, job_id) as keywords. Returns the job id.
+
+        ``responses_model="gpt-4.1-mini"`` generates through the Responses API's
+        image_generation tool on that model instead of the Images API (one image per job)."""
+        opts, rest = split_options(options)
+        model = rest.get("responses_model") or opts.model
+        req = SubmitRequest(
+            images=[], prompt=prompt, kind="generate", generation=opts, model=model, **rest
+        )
+        return (await self.submit_many([req]))[0]
+
+    async def edit(
+        self,
+        images: Sequence[ImageLike],
+        prompt: str,
+        *,
+        mask: ImageLike | None = None,
+        **options: Any,
+    ) -> str:
+        """Enqueue an image edit job (files or bytes; ``mask``: PNG with alpha, same size)."""
+        opts, rest = split_options(options)
+        req = SubmitRequest(images=list(images), prompt=prompt, kind="edit", generation=opts,
+                            model=opts.model, mask=mask, **rest)  # fmt: skip
+        return (await self.submit_many([req]))[0]
+
+    async def read_image(self, ref: str) -> bytes:
+        """The bytes of a stored image (e.g. ``result.images[i].ref``)."""
+        return await self._connect()[0].get(ref)
+
+    async def save_images(self, job_id: str, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write a finished generate/edit job's images into ``out_dir``; returns the paths."""
+        images, results, _ = self._connect()
+        result = await results.get(job_id)
+        if result is None:
+            raise errors.InvalidJobError(f"no job {job_id}")
+        return save_images(await output_images(images, result), job_id, Path(out_dir))
 
     # -- read --------------------------------------------------------------------------------
     async def get(self, job_id: str) -> Result | None:
@@ -272,14 +397,30 @@ class Client:
     """The synchronous client: the async one driven on a private event-loop thread."""
 
     def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._async = AsyncClient(settings, **kwargs)  # first: it may refuse the settings
         self._loop = LoopThread("imgq-client-loop")
-        self._async = AsyncClient(settings, **kwargs)
 
     def submit(self, images: Sequence[ImageLike | ImageInput], prompt: str, **options: Any) -> str:
         return self._loop.run(self._async.submit(images, prompt, **options))
 
     def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
         return self._loop.run(self._async.submit_many(list(requests)))
+
+    def generate(self, prompt: str, **options: Any) -> str:
+        return self._loop.run(self._async.generate(prompt, **options))
+
+    def edit(
+        self,
+        images: Sequence[ImageLike],
+        prompt: str,
+        *,
+        mask: ImageLike | None = None,
+        **options: Any,
+    ) -> str:
+        return self._loop.run(self._async.edit(images, prompt, mask=mask, **options))
+
+    def save_images(self, job_id: str, out_dir: str | os.PathLike[str]) -> list[Path]:
+        return self._loop.run(self._async.save_images(job_id, out_dir))
 
     def get(self, job_id: str) -> Result | None:
         return self._loop.run(self._async.get(job_id))

@@ -4,8 +4,12 @@ Reads only image headers (no decoding), so it is instant even on a folder of 50 
 that is not a file but looks like ``1900x1900`` is taken as a size: "what will such a scan cost?".
 
     $ imgq estimate 1900x1900 --model gpt-4o --detail high
-    image        size        sent      tokens  cost (USD)
-    1900x1900    1900x1900   768x768      765    0.001913
+    image             size         sent   tokens  cost (USD)  batch (USD)
+    1900x1900    1900x1900      768x768      765    0.001912     0.000956
+    total (1 image, gpt-4o)                  765    0.001912     0.000956
+
+Costs come from the model catalogue (``shared.catalogue``): online, and through the Batch API
+(half price). A model without prices shows ``-``.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from pathlib import Path
 
 import click
 
+from shared.catalogue import default_catalogue
 from shared.errors import ImgqError
 from shared.images.decode import open_image
 from shared.images.formats import sniff
 from shared.images.policy import ImagePolicy
 from shared.images.resize import target_size
 from shared.images.sources import parse_source
-from shared.pricing import cost_usd, price
 from shared.text_tokens import prompt_tokens
 from shared.vision_tokens import Detail, image_tokens, is_known_model
 
@@ -40,7 +44,8 @@ class Row:
     detail: str = ""
     tokens: int = 0  # image tokens
     input_tokens: int = 0  # image tokens + prompt text and framing (when --prompt is given)
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: the model has no prices in the catalogue
+    batch_cost_usd: float | None = 0.0
     error: str | None = None
 
 
@@ -87,26 +92,43 @@ def estimate_rows(
             continue
         tokens = image_tokens(model, tw, th, used)
         total_in = prompt_tokens([prompt], [tokens]) if prompt else tokens
-        cost = cost_usd(model, total_in, output_tokens)
-        rows.append(Row(item, w, h, tw, th, used, tokens, total_in, cost))
+        cat = default_catalogue()
+        cost = cat.cost_usd(model, total_in, output_tokens)
+        batch = cat.cost_usd(model, total_in, output_tokens, batch=True)
+        rows.append(Row(item, w, h, tw, th, used, tokens, total_in, cost, batch))
     return rows
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+def _total(values: list[float | None]) -> float | None:
+    """The sum, or None when any row has no price."""
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
 def _table(rows: list[Row], model: str) -> str:
     name_w = max([len("image"), *(len(r.image) for r in rows)])
-    lines = [f"{'image':<{name_w}}  {'size':>11}  {'sent':>11}  {'tokens':>7}  {'cost (USD)':>10}"]
+    lines = [
+        f"{'image':<{name_w}}  {'size':>11}  {'sent':>11}  {'tokens':>7}  {'cost (USD)':>10}"
+        f"  {'batch (USD)':>11}"
+    ]
     for r in rows:
         if r.error:
             lines.append(f"{r.image:<{name_w}}  error: {r.error}")
             continue
         size, sent = f"{r.width}x{r.height}", f"{r.sent_width}x{r.sent_height}"
         lines.append(
-            f"{r.image:<{name_w}}  {size:>11}  {sent:>11}  {r.input_tokens:>7}  {r.cost_usd:>10.6f}"
+            f"{r.image:<{name_w}}  {size:>11}  {sent:>11}  {r.input_tokens:>7}"
+            f"  {_usd(r.cost_usd):>10}  {_usd(r.batch_cost_usd):>11}"
         )
     ok = [r for r in rows if not r.error]
     total = f"total ({len(ok)} image{'s' if len(ok) != 1 else ''}, {model})"
-    tokens, cost = sum(r.input_tokens for r in ok), sum(r.cost_usd for r in ok)
-    lines.append(f"{total:<{name_w + 26}}  {tokens:>7}  {cost:>10.6f}")
+    tokens = sum(r.input_tokens for r in ok)
+    cost = _total([r.cost_usd for r in ok])
+    batch = _total([r.batch_cost_usd for r in ok])
+    lines.append(f"{total:<{name_w + 26}}  {tokens:>7}  {_usd(cost):>10}  {_usd(batch):>11}")
     return "\n".join(lines)
 
 
@@ -138,11 +160,11 @@ def estimate(
     PATH is an image file, a folder of images, or a size such as 1900x1900.
     """
     if not is_known_model(model):
-        raise click.BadParameter(f"no image token rules for {model!r}", param_hint="--model")
-    try:
-        price(model)
-    except KeyError:
-        raise click.BadParameter(f"no price known for {model!r}", param_hint="--model") from None
+        raise click.BadParameter(
+            f"no image token rules for {model!r}: not in the model catalogue"
+            " (add it with IMGQ_MODELS_FILE)",
+            param_hint="--model",
+        )
     rows = estimate_rows(
         _expand(paths),
         model=model,
@@ -157,7 +179,8 @@ def estimate(
             "model": model,
             "images": [asdict(r) for r in rows],
             "total_tokens": sum(r.input_tokens for r in ok),
-            "total_cost_usd": sum(r.cost_usd for r in ok),
+            "total_cost_usd": _total([r.cost_usd for r in ok]),
+            "total_batch_cost_usd": _total([r.batch_cost_usd for r in ok]),
         }
         click.echo(json.dumps(doc, indent=2))
     else:

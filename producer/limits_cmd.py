@@ -1,9 +1,9 @@
-"""``imgq limits``: per model, the limit in force, tokens used and reserved in the current window,
-requests, and any fleet-wide cooldown — read from the limiter's shared state in Redis.
+"""``imgq limits``: per model, the limit in force, the bucket's level and refill, calls in flight,
+the fleet queue's waiters, and any fleet-wide cooldown — read from the limiter's state in Redis.
 
     $ imgq limits
-    MODEL          ACCOUNT           TPM     SOURCE      USED  RESERVED  FREE    RPM  REQS  COOLDOWN
-    gpt-4.1-mini   3f2a9c0d11e4b7a2  6000    discovered  4210  600       1190    60   23    -
+    MODEL         ACCOUNT           TPM   SOURCE      LEVEL  REFILL/S  FULL IN  RESERVED  WAITING I/B  RPM  REQ LEVEL  COOLDOWN
+    gpt-4.1-mini  3f2a9c0d11e4b7a2  6000  discovered  1190   100.0     48.1s    600       3/40         60   37.0       -
 """
 
 from __future__ import annotations
@@ -36,19 +36,21 @@ async def collect(
 
 
 def render_table(snaps: list[LimitSnapshot]) -> str:
-    head = ("MODEL", "ACCOUNT", "TPM", "SOURCE", "USED", "RESERVED", "FREE", "RPM", "REQS",
-            "COOLDOWN")  # fmt: skip
+    head = ("MODEL", "ACCOUNT", "TPM", "SOURCE", "LEVEL", "REFILL/S", "FULL IN", "RESERVED",
+            "WAITING I/B", "RPM", "REQ LEVEL", "COOLDOWN")  # fmt: skip
     rows = [head] + [
         (
             s.key.model,
             s.key.account,
             str(s.tpm),
             s.tpm_source,
-            str(s.tokens_used),
+            f"{s.tokens_level:.0f}",
+            f"{s.tokens_refill_per_s:.1f}",
+            f"{s.seconds_to_full():.1f}s",
             str(s.tokens_reserved),
-            str(s.tokens_available),
+            f"{s.waiting_interactive}/{s.waiting_bulk}",
             str(s.rpm),
-            str(s.requests),
+            f"{s.requests_level:.1f}",
             f"{s.cooldown_s:.1f}s" if s.cooldown_s > 0 else "-",
         )
         for s in snaps
@@ -62,15 +64,15 @@ def render_table(snaps: list[LimitSnapshot]) -> str:
 @click.option("--model", "models", multiple=True, help="Only this model (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per limit, in a list.")
 def limits(models: tuple[str, ...], as_json: bool) -> None:
-    """Show the fleet-wide limits: TPM/RPM, tokens used and reserved in the window, cooldowns."""
-    from shared.embedded_redis import resolve_redis_url
+    """Show the fleet-wide limits: TPM/RPM, bucket levels and refill, waiters, cooldowns."""
+    from shared.embedded_redis import with_embedded_redis
     from shared.settings import Settings
 
-    settings = Settings()
+    settings = with_embedded_redis(Settings())  # a CLI command: unset IMGQ_REDIS_URL is fine
     config = LimitsConfig.from_settings(settings)
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     account = key_fingerprint(key, settings.openai_base_url)
-    url = resolve_redis_url(settings.redis_url)
+    url = settings.require_redis_url()
     snaps = asyncio.run(collect(url, config, account, models))
     if as_json:
         out: list[dict[str, Any]] = [s.as_dict() for s in snaps]

@@ -1,6 +1,8 @@
 """The one exception tree of imgq. Every job failure carries exactly one of these codes.
 
     ImgqError                          code            retryable
+    ├── ConfigurationError             configuration_error  (imgq itself is not set up: raised to the
+    │                                                         caller, never a job's failure)
     ├── RetryableError                 (retrying may help; the worker backs off and tries again)
     │   ├── RateLimitedError           rate_limited         (429 rate_limit_exceeded; honours retry_after)
     │   ├── UpstreamServerError        api_error            (5xx from the API)
@@ -10,6 +12,12 @@
     │   └── StorageUnavailableError    storage_unavailable  (Redis/S3 could not be reached)
     └── PermanentError                 (retrying cannot help; the job fails at once, no API call spent)
         ├── InvalidJobError            invalid_job
+        │   ├── InvalidJsonSchemaError     invalid_json_schema  (refused at submit)
+        │   ├── UnsupportedByModelError    unsupported_by_model (the model lacks vision/api/schemas)
+        │   └── JobTooLargeError           job_too_large        (a per-job cap at submit, one code each:)
+        │       too_many_images, job_input_too_large, job_pixels_too_large, prompt_too_large,
+        │       context_length_exceeded, max_output_tokens_too_large, metadata_too_large,
+        │       json_schema_too_large
         ├── PromptContainsImageError   prompt_contains_image
         ├── ImageError
         │   ├── InvalidImageError          invalid_image
@@ -24,7 +32,13 @@
         ├── AuthenticationError        authentication_error (401)
         ├── PermissionDeniedError      permission_denied    (403)
         ├── NotFoundError              model_not_found      (404)
-        └── OutputParseError           output_parse_error   (structured output was not valid JSON)
+        ├── OutputParseError           output_parse_error   (structured output was not valid JSON)
+        ├── ModerationBlockedError     moderation_blocked   (image generation refused by safety system)
+        ├── PoisonJobError             poison_job           (crashed IMGQ_MAX_DELIVERIES deliveries)
+        ├── JobExpiredError            expired              (not finished by its deadline)
+        ├── BatchExpiredError          batch_expired        (its Batch API batch expired; not re-routed)
+        ├── BatchFailedError           batch_failed         (its Batch API batch failed; not re-routed)
+        └── BatchCancelledError        batch_cancelled      (its Batch API batch was cancelled)
 
 Example:
     >>> try:
@@ -41,7 +55,11 @@ from typing import ClassVar
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BatchCancelledError",
+    "BatchExpiredError",
+    "BatchFailedError",
     "CapacityWaitTimeoutError",
+    "ConfigurationError",
     "ImageError",
     "ImageFetchError",
     "ImageNotFoundError",
@@ -51,6 +69,9 @@ __all__ = [
     "InsufficientQuotaError",
     "InvalidImageError",
     "InvalidJobError",
+    "InvalidJsonSchemaError",
+    "JobTooLargeError",
+    "ModerationBlockedError",
     "NotFoundError",
     "OutputParseError",
     "PermanentError",
@@ -60,11 +81,11 @@ __all__ = [
     "RequestTooLargeError",
     "RetryableError",
     "StorageUnavailableError",
+    "UnsupportedByModelError",
     "UnsupportedImageFormatError",
     "UpstreamConnectionError",
     "UpstreamServerError",
     "UpstreamTimeoutError",
-    "error_from_code",
 ]
 
 
@@ -83,6 +104,12 @@ class ImgqError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+
+class ConfigurationError(ImgqError):
+    """imgq is missing a setting it needs (the message names the variable to set)."""
+
+    code = "configuration_error"
 
 
 class RetryableError(ImgqError):
@@ -127,6 +154,33 @@ class StorageUnavailableError(RetryableError):
 # -- permanent ------------------------------------------------------------------------------------
 class InvalidJobError(PermanentError):
     code = "invalid_job"
+
+
+# -- refused at submit by shared/admission.py (no API call, nothing stored) -------------------------
+class InvalidJsonSchemaError(InvalidJobError):
+    code = "invalid_json_schema"
+
+
+class UnsupportedByModelError(InvalidJobError):
+    code = "unsupported_by_model"
+
+
+class JobTooLargeError(InvalidJobError):
+    """Over one of the per-job caps; instances carry the cap's own code (e.g. prompt_too_large)."""
+
+    code = "job_too_large"
+    CODES: ClassVar[frozenset[str]] = frozenset(
+        {
+            "too_many_images",
+            "job_input_too_large",
+            "job_pixels_too_large",
+            "prompt_too_large",
+            "context_length_exceeded",
+            "max_output_tokens_too_large",
+            "metadata_too_large",
+            "json_schema_too_large",
+        }
+    )
 
 
 class PromptContainsImageError(PermanentError):
@@ -189,17 +243,27 @@ class OutputParseError(PermanentError):
     code = "output_parse_error"
 
 
-def _all_subclasses(cls: type[ImgqError]) -> list[type[ImgqError]]:
-    out: list[type[ImgqError]] = []
-    for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_all_subclasses(sub))
-    return out
+class ModerationBlockedError(PermanentError):
+    """The API's safety system refused the prompt or images (image generation): never retried."""
+
+    code = "moderation_blocked"
 
 
-def error_from_code(code: str, message: str) -> ImgqError:
-    """Rebuild a typed error from a stored `code` (unknown codes become a PermanentError)."""
-    for cls in _all_subclasses(ImgqError):
-        if cls.code == code and not cls.__subclasses__():
-            return cls(message)
-    return PermanentError(message, code=code)
+class PoisonJobError(PermanentError):
+    code = "poison_job"
+
+
+class JobExpiredError(PermanentError):
+    code = "expired"
+
+
+class BatchExpiredError(PermanentError):
+    code = "batch_expired"
+
+
+class BatchFailedError(PermanentError):
+    code = "batch_failed"
+
+
+class BatchCancelledError(PermanentError):
+    code = "batch_cancelled"

@@ -14,12 +14,16 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
+from shared.generation import GenerationSpec, Kind, OutputImage
 from shared.vision_tokens import Detail
 
 Api = Literal["chat", "responses"]
 Priority = Literal["interactive", "bulk"]
+# online: call the API now; batch: through the Batch API at half price (hours, not seconds);
+# auto: batch for bulk jobs when the operator enables it (IMGQ_BATCH_AUTO), else online.
+Route = Literal["online", "batch", "auto"]
 Status = Literal["queued", "running", "succeeded", "failed"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
 
@@ -38,7 +42,8 @@ class ImageSpec(BaseModel):
 
 class Job(BaseModel):
     job_id: str = Field(default_factory=new_job_id, min_length=1, max_length=200)
-    images: list[ImageSpec] = Field(min_length=1)
+    # analyze/edit: at least one image (checked below); generate: none.
+    images: list[ImageSpec] = Field(default_factory=list)
     prompt: str = Field(min_length=1)
     model: str = "gpt-4.1-mini"
     api: Api = "chat"
@@ -49,6 +54,17 @@ class Job(BaseModel):
     max_image_tokens: int | None = Field(default=None, ge=1)
     dedup: bool = True
     submitted_at: float = Field(default_factory=time.time)
+    route: Route = "online"
+    expires_at: float | None = None  # deadline (unix s): not finished by then -> failed `expired`
+    # Image generation (issue 15): kind != analyze runs workers/generate.py with these options.
+    kind: Kind = "analyze"
+    generation: GenerationSpec | None = None
+
+    @model_validator(mode="after")
+    def _images_for_kind(self) -> Job:
+        if self.kind != "generate" and not self.images:
+            raise ValueError(f"a {self.kind} job needs at least one image")
+        return self
 
 
 class Usage(BaseModel):
@@ -79,7 +95,8 @@ class Result(BaseModel):
     output_text: str | None = None
     output_json: Any = None
     usage: Usage = Field(default_factory=Usage)
-    cost_usd: float = 0.0
+    # None: the API was paid but the model has no price in the catalogue (shared/catalogue.py).
+    cost_usd: float | None = 0.0
     attempts: int = 0
     timings: Timings = Field(default_factory=Timings)
     error: ErrorInfo | None = None
@@ -87,6 +104,9 @@ class Result(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     sources: list[str | None] = Field(default_factory=list)
     dedup_of: str | None = None  # job whose API call this result reuses
+    route: Literal["online", "batch"] | None = None  # how it was (or is being) answered
+    batch_id: str | None = None  # the imgq batch that answered it (route batch)
+    images: list[OutputImage] = Field(default_factory=list)  # generate/edit jobs' outputs
 
     @property
     def done(self) -> bool:

@@ -6,24 +6,36 @@ low-cardinality: `model`, `code` and `outcome` pass through a per-instance guard
 past a cap into ``"other"`` (a job's `model` is caller-supplied, so it must never grow a series per
 typo); job ids, keys and URLs are never labels.
 
+Each registry also carries prometheus_client's process collector (``process_resident_memory_bytes``,
+CPU seconds, open fds) for the process serving it.
+
 >>> m = Metrics()
 >>> m.jobs_total.labels(model="gpt-4.1-mini", api="chat", status="succeeded").inc()
->>> m.observe_api_call("gpt-4.1-mini", "chat", "ok", 1.5)
->>> s = summary(m.registry)
->>> s["jobs_succeeded"], s["api_requests"]
-(1.0, 1.0)
+>>> m.registry.get_sample_value(
+...     "imgq_jobs_total", {"model": "gpt-4.1-mini", "api": "chat", "status": "succeeded"})
+1.0
+>>> m.registry.get_sample_value("process_resident_memory_bytes") > 0
+True
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
+
+from shared.catalogue import canonical_model
 
 __all__ = [
     "API_LATENCY_BUCKETS",
@@ -33,9 +45,7 @@ __all__ = [
     "LabelGuard",
     "Metrics",
     "MetricsServer",
-    "exposition",
     "start_metrics_server",
-    "summary",
 ]
 
 # The API may take up to the client timeout (120 s by default); finer steps where most calls land.
@@ -57,14 +67,22 @@ class LabelGuard:
     ('a', 'other', 'a', 'chat')
     """
 
-    def __init__(self, caps: Mapping[str, int] = DEFAULT_CAPS, max_len: int = 64) -> None:
+    def __init__(
+        self,
+        caps: Mapping[str, int] = DEFAULT_CAPS,
+        max_len: int = 64,
+        normalize: Mapping[str, Callable[[str], str]] | None = None,
+    ) -> None:
         self._caps = dict(caps)
+        # e.g. {"model": canonical_model}: a value mapped to a bounded name before the cap.
+        self._normalize = dict(normalize or {})
         self._max_len = max_len
         self._seen: dict[str, set[str]] = {name: set() for name in self._caps}
         self._lock = threading.Lock()
 
     def __call__(self, label: str, value: object) -> str:
-        text = str(value)[: self._max_len]
+        fn = self._normalize.get(label)
+        text = (fn(str(value)) if fn is not None else str(value))[: self._max_len]
         cap = self._caps.get(label)
         if cap is None:
             return text
@@ -123,9 +141,12 @@ class Metrics:
         registry: CollectorRegistry | None = None,
         *,
         label_caps: Mapping[str, int] = DEFAULT_CAPS,
+        model_label: Callable[[str], str] | None = canonical_model,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.guard = LabelGuard(label_caps)
+        # The `model` label is the catalogue's canonical name ("unknown" for uncatalogued names).
+        normalize = {"model": model_label} if model_label is not None else None
+        self.guard = LabelGuard(label_caps, normalize=normalize)
         reg = self.registry
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> _Counter:
@@ -215,48 +236,31 @@ class Metrics:
             "image_prepare_seconds", "Decode, resize and encode of one image.", (),
             IMAGE_PREPARE_BUCKETS,
         )  # fmt: skip
+        # -- batch route (issue 14; set by the elected batcher) --------------------------------
+        self.batches = gauge(
+            "batches", "Unfinished Batch API batches by status (imgq state before creation).",
+            ("status",),
+        )  # fmt: skip
+        self.jobs_waiting = gauge("jobs_waiting", "Jobs waiting for an answer, by route.", ("route",))
+        self.batch_savings_usd_total = counter(
+            "batch_savings_usd_total", "USD saved by the Batch API against the online price."
+        )
+        # RSS, CPU seconds, open fds of this process (Linux /proc; nothing elsewhere).
+        ProcessCollector(registry=reg)
+        # Series of fixed label sets exist from the start at 0, so rate() sees their first
+        # increment (a series born at 1 looks like no change) and panels show 0, not "no data".
+        for priority in ("interactive", "bulk"):
+            self.queue_wait_seconds.labels(priority=priority)
+        for kind in ("finished", "in_flight"):
+            self.dedup_hits_total.labels(kind=kind)
+        for stage in ("original", "sent"):
+            self.image_bytes_total.labels(stage=stage)
 
     def _own(self, metric: _M) -> _M:
         metric._imgq_guard = self.guard
         return metric
 
-    # -- small helpers for the common multi-metric updates -------------------------------------
-    def observe_api_call(self, model: str, api: str, outcome: str | int, seconds: float) -> None:
-        """One finished API call; outcome "ok", an HTTP status or an error code."""
-        self.api_requests_total.labels(model=model, api=api, outcome=str(outcome)).inc()
-        self.api_latency_seconds.labels(model=model, api=api).observe(seconds)
-        if str(outcome) in ("429", "rate_limited"):
-            self.rate_limited_total.labels(model=model).inc()
-
-    def observe_tokens(
-        self,
-        model: str,
-        *,
-        input: int = 0,  # the API's usage field names
-        output: int = 0,
-        image: int = 0,
-        estimated_input: int = 0,
-        cost_usd: float = 0.0,
-    ) -> None:
-        for kind, n in (
-            ("input", input),
-            ("output", output),
-            ("image", image),
-            ("estimated_input", estimated_input),
-        ):
-            if n:
-                self.tokens_total.labels(model=model, kind=kind).inc(n)
-        if cost_usd:
-            self.cost_usd_total.labels(model=model).inc(cost_usd)
-
-    def observe_job(self, model: str, api: str, priority: str, code: str | None, s: float) -> None:
-        """A job reached a final state; `code` is None on success."""
-        status = "succeeded" if code is None else "failed"
-        self.jobs_total.labels(model=model, api=api, status=status).inc()
-        if code is not None:
-            self.job_failures_total.labels(model=model, code=code).inc()
-        self.job_duration_seconds.labels(model=model, priority=priority).observe(s)
-
+    # -- helpers for gauges fed from headers --------------------------------------------------
     def set_cooldown_until(self, model: str, deadline: float) -> None:
         """Cooldown ends at `deadline` (time.time()); the gauge counts down to 0 on its own."""
         self.cooldown_seconds.labels(model=model).set_function(
@@ -305,89 +309,3 @@ def start_metrics_server(
             continue
         return MetricsServer(port=server.server_port, _server=server, _thread=thread)
     raise OSError(f"no free metrics port in [{port}, {port + port_span})") from last
-
-
-def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """Body and Content-Type for serving `registry` from an existing HTTP app's /metrics."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
-
-
-# -- summary --------------------------------------------------------------------------------------
-def _samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
-    return [(s.name, s.labels, s.value) for fam in registry.collect() for s in fam.samples]
-
-
-def _quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """Prometheus' histogram_quantile over cumulative `{le: count}` (linear within a bucket)."""
-    les = sorted(buckets)
-    if not les or buckets[les[-1]] <= 0:
-        return None
-    rank = q * buckets[les[-1]]
-    prev_le, prev_count = 0.0, 0.0
-    for le in les:
-        count = buckets[le]
-        if count >= rank:
-            if le == float("inf"):
-                return prev_le  # beyond the largest finite bucket: its bound is all we know
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
-    return les[-1]
-
-
-def summary(registry: CollectorRegistry) -> dict[str, float]:
-    """A short dict for the demo: totals over all labels, and latency quantiles when observed.
-
-    Keys: jobs_submitted, jobs_succeeded, jobs_failed, api_requests, api_errors, rate_limited,
-    retries, tokens_{input,output,image,estimated_input}, cost_usd, image_bytes_{original,sent},
-    image_bytes_saved_ratio, dedup_hits, in_flight, and (only once observed)
-    api_latency_p{50,95,99}_seconds, job_duration_p{50,95}_seconds, limiter_wait_p95_seconds.
-    """
-    samples = _samples(registry)
-
-    def total(name: str, **match: str) -> float:
-        return (
-            sum(
-                v
-                for n, labels, v in samples
-                if n == name and all(labels.get(k) == want for k, want in match.items())
-            )
-            + 0.0
-        )
-
-    out: dict[str, float] = {
-        "jobs_submitted": total("imgq_jobs_submitted_total"),
-        "jobs_succeeded": total("imgq_jobs_total", status="succeeded"),
-        "jobs_failed": total("imgq_jobs_total", status="failed"),
-        "api_requests": total("imgq_api_requests_total"),
-        "api_errors": total("imgq_api_requests_total")
-        - total("imgq_api_requests_total", outcome="ok"),
-        "rate_limited": total("imgq_rate_limited_total"),
-        "retries": total("imgq_retries_total"),
-        "cost_usd": total("imgq_cost_usd_total"),
-        "image_bytes_original": total("imgq_image_bytes_total", stage="original"),
-        "image_bytes_sent": total("imgq_image_bytes_total", stage="sent"),
-        "dedup_hits": total("imgq_dedup_hits_total"),
-        "in_flight": total("imgq_in_flight_requests"),
-    }  # fmt: skip
-    for kind in ("input", "output", "image", "estimated_input"):
-        out[f"tokens_{kind}"] = total("imgq_tokens_total", kind=kind)
-    original = out["image_bytes_original"]
-    out["image_bytes_saved_ratio"] = 1 - out["image_bytes_sent"] / original if original else 0.0
-
-    for key, metric, qs in (
-        ("api_latency", "imgq_api_latency_seconds", (50, 95, 99)),
-        ("job_duration", "imgq_job_duration_seconds", (50, 95)),
-        ("limiter_wait", "imgq_limiter_wait_seconds", (95,)),
-    ):
-        buckets: dict[float, float] = {}
-        for n, labels, v in samples:
-            if n == f"{metric}_bucket":
-                le = float(labels["le"])
-                buckets[le] = buckets.get(le, 0.0) + v
-        for q in qs:
-            value = _quantile(q / 100, buckets)
-            if value is not None:
-                out[f"{key}_p{q}_seconds"] = value
-    return out

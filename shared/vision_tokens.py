@@ -16,13 +16,20 @@ Two families:
 85
 >>> seen_size("gpt-4.1-mini", 1800, 2400, "high")
 (1056, 1408)
+
+Rules come from the model catalogue (``shared.catalogue``); a rule may also be passed directly:
+
+>>> image_tokens(VisionRule("patch", multiplier=1.62), 1800, 2400)
+2353
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
+
+from shared.catalogue import default_catalogue
+from shared.catalogue_types import VisionRule
 
 Detail = Literal["low", "high", "auto"]
 
@@ -36,53 +43,33 @@ LOW_DETAIL_PX = 512
 _EPS = 1e-6
 
 
-@dataclass(frozen=True)
-class VisionSpec:
-    """How one model family turns an image into tokens."""
-
-    kind: Literal["tile", "patch"]
-    base: int = 0
-    tile: int = 0
-    multiplier: float = 1.0
+# The per-model rules live in the model catalogue (shared/catalogue.py); this module keeps the maths.
+VisionSpec = VisionRule
 
 
-# Longest prefix wins, so "gpt-4o-mini" is matched before "gpt-4o" and dated snapshots
-# ("gpt-4o-2024-08-06") fall back to their family.
-VISION_SPECS: dict[str, VisionSpec] = {
-    "gpt-4o-mini": VisionSpec("tile", 2833, 5667),
-    "gpt-4o": VisionSpec("tile", 85, 170),
-    "chatgpt-4o": VisionSpec("tile", 85, 170),
-    "gpt-4.1-mini": VisionSpec("patch", multiplier=1.62),
-    "gpt-4.1-nano": VisionSpec("patch", multiplier=2.46),
-    "gpt-4.1": VisionSpec("tile", 85, 170),
-    "gpt-4.5": VisionSpec("tile", 85, 170),
-    "gpt-5-mini": VisionSpec("patch", multiplier=1.62),
-    "gpt-5-nano": VisionSpec("patch", multiplier=2.46),
-    "gpt-5": VisionSpec("tile", 70, 140),
-    "o4-mini": VisionSpec("patch", multiplier=1.72),
-    "o1": VisionSpec("tile", 75, 150),
-    "o3": VisionSpec("tile", 75, 150),
-    "computer-use-preview": VisionSpec("tile", 65, 129),
-}
+def vision_spec(model: str | VisionRule) -> VisionRule:
+    """The rule for ``model`` (a name, or a rule passed through).
 
-
-def vision_spec(model: str) -> VisionSpec:
-    """The spec for ``model``; unknown models raise ``KeyError`` (callers decide the policy)."""
-    best = ""
-    for prefix in VISION_SPECS:
-        if model.startswith(prefix) and len(prefix) > len(best):
-            best = prefix
-    if not best:
+    Unknown models, and models without vision, raise ``KeyError`` (callers decide the policy).
+    """
+    if isinstance(model, VisionRule):
+        return model
+    spec = default_catalogue().find(model)
+    if spec is None or spec.vision is None:
         raise KeyError(f"no vision token rules for model {model!r}")
-    return VISION_SPECS[best]
+    return spec.vision
 
 
 def is_known_model(model: str) -> bool:
-    try:
-        vision_spec(model)
-    except KeyError:
-        return False
-    return True
+    """Whether the catalogue (with the operators' file) has image token rules for ``model``."""
+    spec = default_catalogue().find(model)
+    return spec is not None and spec.vision is not None
+
+
+def vision_models() -> list[str]:
+    """Catalogued names with image token rules (e.g. to test every rule)."""
+    cat = default_catalogue()
+    return [n for n in cat.names if (s := cat.find(n)) is not None and s.vision is not None]
 
 
 def _ceil_div(x: float, d: int) -> int:
@@ -118,7 +105,9 @@ def _patch_size(w: int, h: int) -> tuple[int, int]:
     return max(1, math.floor(w * r + _EPS)), max(1, math.floor(h * r + _EPS))
 
 
-def seen_size(model: str, width: int, height: int, detail: Detail = "auto") -> tuple[int, int]:
+def seen_size(
+    model: str | VisionRule, width: int, height: int, detail: Detail = "auto"
+) -> tuple[int, int]:
     """The size the model actually looks at: sending exactly this costs the same tokens, fewer bytes."""
     if width <= 0 or height <= 0:
         raise ValueError("image dimensions must be positive")
@@ -136,7 +125,7 @@ def patch_count(width: int, height: int) -> int:
     return min(PATCH_BUDGET, _ceil_div(w, PATCH_PX) * _ceil_div(h, PATCH_PX))
 
 
-def image_tokens(model: str, width: int, height: int, detail: Detail = "auto") -> int:
+def image_tokens(model: str | VisionRule, width: int, height: int, detail: Detail = "auto") -> int:
     """Tokens OpenAI bills for one image of ``width`` x ``height`` sent to ``model`` at ``detail``."""
     if width <= 0 or height <= 0:
         raise ValueError("image dimensions must be positive")

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
-from shared.vision_tokens import VISION_SPECS, is_known_model
+from shared.vision_tokens import is_known_model, vision_models
 from simulator import errors
 from simulator.state import STATE, check_auth
 
@@ -16,7 +16,7 @@ async def _models(request: web.Request) -> web.Response:
     check_auth(request, request.app[STATE].config)
     data = [
         {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
-        for m in VISION_SPECS
+        for m in [*vision_models(), *request.app[STATE].config.extra_models]
     ]
     return web.json_response({"object": "list", "data": data})
 
@@ -24,7 +24,7 @@ async def _models(request: web.Request) -> web.Response:
 async def _model(request: web.Request) -> web.Response:
     check_auth(request, request.app[STATE].config)
     model = request.match_info["model"]
-    if not is_known_model(model):
+    if not is_known_model(model) and model not in request.app[STATE].config.extra_models:
         raise errors.model_not_found(model)
     return web.json_response(
         {"id": model, "object": "model", "created": 1700000000, "owned_by": "system"}

@@ -17,9 +17,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from shared.catalogue import UNKNOWN_VISION
 from shared.text_tokens import encoding, prompt_tokens
 from shared.vision_tokens import image_tokens, is_known_model
-from simulator import admin, errors, render
+from simulator import admin, batch_api, errors, files_api, image_tool, images_api, render
 from simulator.answers import Answer, build_answer
 from simulator.config import SimConfig
 from simulator.images import ImageInfo, decode_data_url, fetch_image_url, inspect_image
@@ -71,7 +72,8 @@ async def _load_images(state: SimState, prompt: Prompt) -> list[tuple[ImageInfo,
                 code="images_too_large",
             )
         info = inspect_image(data, ref.param)
-        out.append((info, image_tokens(prompt.model, info.width, info.height, ref.detail)))
+        rule = prompt.model if is_known_model(prompt.model) else UNKNOWN_VISION  # extra_models
+        out.append((info, image_tokens(rule, info.width, info.height, ref.detail)))
     return out
 
 
@@ -93,8 +95,10 @@ async def _answer(
     cfg, stats = state.config, state.stats
     check_auth(request, cfg)
     body = await _read_json(request)
+    if api == "responses" and image_tool.image_tool(body) is not None:  # issue 15
+        return await image_tool.answer_image_tool(request, body)
     prompt = parse_chat(body) if api == "chat" else parse_responses(body)
-    if not is_known_model(prompt.model):
+    if not is_known_model(prompt.model) and prompt.model not in cfg.extra_models:
         raise errors.model_not_found(prompt.model)
     images = await _load_images(state, prompt)
     n_prompt = prompt_tokens(prompt.texts, [t for _, t in images], messages=prompt.messages)
@@ -109,6 +113,8 @@ async def _answer(
         admission.error.headers.update(admission.headers)
         raise admission.error
     stats.admitted(prompt.model, n_prompt + max_output, now)
+    for info, _ in images:  # billed from admission on, even if the client goes away
+        stats.admitted_image(info.sha16)
     # Draw in a fixed order per admitted request, so a seed replays the same faults and delays.
     roll = state.rng.random()
     jitter = min(cfg.jitter_ms, cfg.latency_ms)  # so the mean stays latency_ms and 0 means 0
@@ -242,6 +248,9 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", _api_handler("chat"))
     app.router.add_post("/v1/responses", _api_handler("responses"))
     admin.add_routes(app)
+    files_api.add_routes(app)  # Files + Batch APIs (issue 14)
+    batch_api.add_routes(app)
+    images_api.add_routes(app, config.ipm)  # Images API (issue 15)
     app.on_startup.append(_warm_up)
     app.on_cleanup.append(_close_session)
     return app

@@ -136,6 +136,25 @@ async def _run(config: SimConfig, host: str, port: int) -> None:
     help="Most images in one request (OpenAI: 500).",
 )
 @click.option(
+    "--ipm",
+    default=50,
+    type=click.IntRange(min=1),
+    help="Images per minute per image model (Images API).",
+)
+@click.option(
+    "--extra-model",
+    "extra_models",
+    multiple=True,
+    help="Also serve this model name (repeatable), like an OpenAI-compatible server's own.",
+)
+@click.option(
+    "--batch",
+    "batch_json",
+    default=None,
+    help='Batch API timing and faults as JSON, e.g. \'{"progress_s": 60, "expire_next": 1}\''
+    " (fields: GET /_sim/batch; change them live with POST /_sim/batch).",
+)
+@click.option(
     "--log-level",
     default="INFO",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -159,6 +178,9 @@ def sim(
     max_image_mb: float,
     max_request_image_mb: float,
     max_images: int,
+    ipm: int,
+    extra_models: tuple[str, ...],
+    batch_json: str | None,
     log_level: str,
 ) -> None:
     """Run an OpenAI-compatible simulator: chat completions, responses, models.
@@ -185,6 +207,9 @@ def sim(
             max_image_bytes=int(max_image_mb * MB),
             max_request_image_bytes=int(max_request_image_mb * MB),
             max_images=max_images,
+            batch_json=batch_json,
+            ipm=ipm,
+            extra_models=tuple(extra_models),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

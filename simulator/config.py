@@ -36,8 +36,15 @@ class SimConfig:
     max_image_bytes: int = 20 * MB
     max_request_image_bytes: int = 50 * MB
     max_images: int = 500
+    # Model names served besides the catalogue's, as an OpenAI-compatible server serves its own
+    # (images billed with the catalogue's unknown-model rule, gpt-4o's tiles).
+    extra_models: tuple[str, ...] = ()
+    # Batch API timing and faults (simulator/batch_api.py BatchSimSettings) as a JSON object.
+    batch_json: str | None = None
     # Timeout for fetching loopback image URLs.
     fetch_timeout_s: float = 10.0
+    # Images per minute per image model (Images API; bucket refilled continuously).
+    ipm: int = 50
 
     def __post_init__(self) -> None:
         if self.tpm <= 0 or self.rpm <= 0:

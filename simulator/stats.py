@@ -45,6 +45,7 @@ class Stats:
         self.codes: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.image_hashes: Counter[str] = Counter()
+        self.admitted_hashes: Counter[str] = Counter()  # per image: calls admitted (paid)
         self.by_model: dict[str, Counter[str]] = {}
         self._times: array[float] = array("d")
         self._tokens: array[float] = array("d")
@@ -80,6 +81,9 @@ class Stats:
         self.prompt_tokens += prompt
         self.completion_tokens += completion
 
+    def admitted_image(self, sha16: str) -> None:
+        self.admitted_hashes[sha16] += 1
+
     def saw_image(self, sha16: str) -> None:
         self.images += 1
         self.image_hashes[sha16] += 1
@@ -108,6 +112,7 @@ class Stats:
             "completion_tokens": self.completion_tokens,
             "images": self.images,
             "image_hashes": dict(self.image_hashes),
+            "admitted_hashes": dict(self.admitted_hashes),
             "by_model": {m: dict(c) for m, c in self.by_model.items()},
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,

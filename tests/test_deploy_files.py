@@ -1,8 +1,9 @@
 """Deployment files are consistent with the code: compose, Dockerfile, Prometheus, Grafana.
 
-No Docker engine or promtool here, so these parse the files and cross-check them: services and
-commands against the real `imgq` CLI, env names against `Settings`, mounts against the repo, and
-every PromQL metric name against what `shared.metrics.Metrics` defines.
+No Docker engine here, so these parse the files and cross-check them: services and commands
+against the real `imgq` CLI, env names against `Settings`, mounts against the repo, and every
+PromQL metric name against what `shared.metrics.Metrics` and `shared.fleet_metrics` define.
+tests/monitoring evaluates the same PromQL on a real Prometheus and unit-tests the alerts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shared.fleet_metrics import FAMILIES as FLEET_FAMILIES
 from shared.metrics import Metrics
 from shared.settings import Settings
 
@@ -26,7 +28,7 @@ MON = ROOT / "monitoring"
 IMGQ_SERVICES = {"api", "worker", "sim"}
 SUBCOMMAND = {"api": "api", "worker": "worker", "sim": "sim"}
 # redis_exporter series the rules and dashboard use (https://github.com/oliver006/redis_exporter).
-REDIS_EXPORTER_METRICS = {"redis_up", "redis_key_size"}
+REDIS_EXPORTER_METRICS = {"redis_up"}
 # Read by boto3 itself, not by Settings.
 BOTO3_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}
 
@@ -61,7 +63,13 @@ def defined_metric_names() -> set[str]:
     return names
 
 
-ALLOWED = defined_metric_names() | {"up"} | REDIS_EXPORTER_METRICS
+def recorded_names() -> set[str]:
+    data = load_yaml(MON / "alerts.yml")
+    return {r["record"] for g in data["groups"] for r in g["rules"] if "record" in r}
+
+
+FLEET_NAMES = {f"imgq_{name}" for name in FLEET_FAMILIES}
+ALLOWED = defined_metric_names() | FLEET_NAMES | recorded_names() | {"up"} | REDIS_EXPORTER_METRICS
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
 KEYWORDS |= {"unless", "offset", "bool", "inf", "nan"}
 
@@ -113,24 +121,31 @@ def dashboard() -> dict[str, Any]:
 
 
 def dashboard_exprs() -> list[str]:
-    return [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
+    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
 
 
 def test_alert_rules_are_well_formed_and_use_defined_metrics() -> None:
-    rules = alert_rules()
+    rules = [r for r in alert_rules() if "alert" in r]
     names = [r["alert"] for r in rules]
     assert len(names) == len(set(names))
     expected = {
-        "ImgqHighJobFailureRate",
+        "ImgqJobErrorBudgetBurnFast",  # SLO burn rates replace the fixed failure/latency limits
+        "ImgqJobErrorBudgetBurnSlow",
+        "ImgqJobLatencyBudgetBurnFast",
+        "ImgqJobLatencyBudgetBurnSlow",
         "ImgqHigh429Rate",
         "ImgqApiLatencyP99High",
         "ImgqQueueBacklog",
-        "ImgqQueueWaitHigh",
+        "ImgqQueueJobsOld",
+        "ImgqDeadLettersGrowing",
         "ImgqNoWorkersUp",
         "ImgqCostBurnHigh",
         "ImgqLimiterCooldownStuck",
     }
     assert expected <= set(names)
+    for record in (r for r in alert_rules() if "record" in r):
+        assert re.fullmatch(r"imgq:\w+:\w+", record["record"]), record["record"]
+        assert promql_metric_names(record["expr"]) <= ALLOWED, record["record"]
     for rule in rules:
         assert set(rule) <= {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}
         assert rule["labels"]["severity"] in {"info", "warning", "critical"}
@@ -156,27 +171,44 @@ def test_dashboard_is_valid_current_and_uses_defined_metrics() -> None:
     dash = dashboard()
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
+    cells: set[tuple[int, int]] = set()
     for p in dash["panels"]:
-        assert p["datasource"]["uid"] == "prometheus"
-        assert p["targets"], p["title"]
         g = p["gridPos"]
         assert g["x"] + g["w"] <= 24
+        area = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not area & cells, f"{p['title']} overlaps another panel"
+        cells |= area
+        if p["type"] == "row":
+            continue
+        assert p["datasource"]["uid"] == "prometheus"
+        assert p["targets"], p["title"]
+        assert len({t["refId"] for t in p["targets"]}) == len(p["targets"]), p["title"]
     for expr in dashboard_exprs():
         assert expr.count("(") == expr.count(")"), expr
         used = promql_metric_names(expr)
-        assert used and used <= ALLOWED, (expr, used - ALLOWED)
+        assert used or expr.startswith("vector("), expr  # a constant line (an SLO budget)
+        assert used <= ALLOWED, (expr, used - ALLOWED)
     for var in dash["templating"]["list"]:
         m = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", var["query"])
         assert m and m.group(1) in ALLOWED, var["query"]
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for topic in ("latency", "tokens per minute", "429", "in flight", "cost", "failures", "bytes"):
-        assert topic in titles
+    # One panel per operator question of the README's "Operating imgq" section.
+    for topic in ("jobs per second", "submit to result", "tokens per minute", "cost", "429",
+                  "queue depth", "next job", "in flight", "retries", "dedup", "dead letters",
+                  "slo", "memory"):  # fmt: skip
+        assert topic in titles, topic
 
 
 def test_every_defined_metric_is_charted_or_alerted() -> None:
     text = " ".join(dashboard_exprs() + [r["expr"] for r in alert_rules()])
-    for fam in Metrics().registry.collect():
-        assert fam.name in text, f"{fam.name} is neither on the dashboard nor in an alert"
+    names = {fam.name for fam in Metrics().registry.collect()} | FLEET_NAMES
+    # prometheus_client's process collector: RSS and CPU are charted, the rest is there if wanted.
+    names -= {n for n in names if n.startswith("process_")}
+    names |= {"process_resident_memory_bytes", "process_cpu_seconds"}
+    for name in names:
+        assert name in text, f"{name} is neither on the dashboard nor in an alert"
 
 
 def test_grafana_provisioning_matches_compose_mounts(services: dict[str, Any]) -> None:
@@ -210,7 +242,16 @@ def test_prometheus_config_matches_the_stack(services: dict[str, Any]) -> None:
 
 # -- compose --------------------------------------------------------------------------------------
 def test_services_have_images_restart_and_healthchecks(services: dict[str, Any]) -> None:
-    required = {"redis", "api", "worker", "sim", "prometheus", "grafana", "redis-exporter"}
+    required = {
+        "redis",
+        "api",
+        "worker",
+        "sim",
+        "prometheus",
+        "grafana",
+        "redis-exporter",
+        "flower",
+    }
     assert required <= set(services)
     for name, svc in services.items():
         assert "image" in svc or "build" in svc, name
@@ -226,6 +267,19 @@ def test_services_have_images_restart_and_healthchecks(services: dict[str, Any])
         assert services[name]["init"] is True
     assert services["sim"]["profiles"] == ["sim"]
     assert services["minio"]["profiles"] == ["s3"]
+
+
+def test_flower_watches_the_same_broker_as_the_workers(services: dict[str, Any]) -> None:
+    flower = services["flower"]
+    assert flower["command"][:2] == ["celery", "flower"]
+    port = next(a for a in flower["command"] if a.startswith("--port=")).split("=")[1]
+    assert flower["ports"] == [f"127.0.0.1:{port}:{port}"]  # no auth: never on a public port
+    assert f"127.0.0.1:{port}/healthcheck" in " ".join(flower["healthcheck"]["test"])
+    worker_redis = services["worker"]["environment"]["IMGQ_REDIS_URL"]
+    default = re.fullmatch(r"\$\{IMGQ_REDIS_URL:-(.+)\}", worker_redis)
+    assert default
+    broker = flower["environment"]["CELERY_BROKER_URL"]
+    assert broker == f"${{IMGQ_BROKER_URL:-${{IMGQ_REDIS_URL:-{default.group(1)}}}}}"
 
 
 def test_worker_is_scalable_and_shuts_down_warm(services: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""shared.metrics: private registries, real HTTP exposition, label guard, summary()."""
+"""shared.metrics: private registries, real HTTP exposition, label guard, process metrics."""
 
 from __future__ import annotations
 
@@ -10,10 +10,21 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.embedded_redis import free_port
-from shared.metrics import OTHER, LabelGuard, Metrics, exposition, start_metrics_server, summary
+from shared.fleet_metrics import FAMILIES as FLEET_FAMILIES
+from shared.metrics import OTHER, LabelGuard, Metrics, start_metrics_server
 
 # Every label any imgq metric may carry; anything per-job (ids, keys, URLs) must never appear.
 ALLOWED_LABELS = {"model", "api", "status", "code", "outcome", "priority", "kind", "stage"}
+ALLOWED_LABELS |= {"route", "queue"}  # batch route; broker queue (fleet series)
+
+
+def value(m: Metrics, name: str, **labels: str) -> float:
+    got = m.registry.get_sample_value(name, labels)
+    return 0.0 if got is None else got
+
+
+def total(m: Metrics, name: str) -> float:
+    return sum(s.value for fam in m.registry.collect() for s in fam.samples if s.name == name)
 
 
 def family_names(registry: CollectorRegistry) -> set[str]:
@@ -25,7 +36,7 @@ def test_metrics_live_on_a_private_registry_only() -> None:
     m = Metrics()
     names = family_names(m.registry)
     assert len(names) >= 20
-    assert all(n.startswith("imgq_") for n in names)
+    assert all(n.startswith(("imgq_", "process_")) for n in names)
     assert not any(n.startswith("imgq_") for n in family_names(REGISTRY) - before)
     reg = CollectorRegistry()
     assert Metrics(reg).registry is reg
@@ -36,8 +47,8 @@ def test_two_instances_do_not_clash_and_count_separately() -> None:
     a.jobs_total.labels(model="m", api="chat", status="succeeded").inc()
     a.jobs_total.labels(model="m", api="chat", status="succeeded").inc()
     b.jobs_total.labels(model="m", api="chat", status="succeeded").inc()
-    assert summary(a.registry)["jobs_succeeded"] == 2.0
-    assert summary(b.registry)["jobs_succeeded"] == 1.0
+    assert total(a, "imgq_jobs_total") == 2.0
+    assert total(b, "imgq_jobs_total") == 1.0
     # Registering the same names twice on ONE registry is an error, as it should be.
     with pytest.raises(ValueError, match="Duplicated"):
         Metrics(a.registry)
@@ -60,10 +71,21 @@ def test_label_names_are_low_cardinality_kinds() -> None:
         if names is None:
             continue
         assert set(names) <= ALLOWED_LABELS, (attr, names)
+    for _doc, names in FLEET_FAMILIES.values():
+        assert set(names) <= ALLOWED_LABELS, names
+
+
+def test_worker_memory_and_cpu_are_exported() -> None:
+    m = Metrics()
+    rss = m.registry.get_sample_value("process_resident_memory_bytes")
+    assert rss is not None and 10 * 2**20 < rss < 16 * 2**30  # this very process, in bytes
+    cpu = m.registry.get_sample_value("process_cpu_seconds_total")
+    assert cpu is not None and cpu > 0
 
 
 def test_free_form_label_values_are_capped() -> None:
-    m = Metrics(label_caps={"model": 3, "code": 2, "outcome": 2})
+    # model_label=None: raw names, to test the cap itself (by default they map to "unknown").
+    m = Metrics(label_caps={"model": 3, "code": 2, "outcome": 2}, model_label=None)
     for i in range(50):  # e.g. a client sending a new model name per job
         m.jobs_total.labels(model=f"model-{i}", api="chat", status="succeeded").inc()
         m.job_failures_total.labels(f"model-{i}", f"code-{i}").inc()  # positional too
@@ -81,7 +103,7 @@ def test_free_form_label_values_are_capped() -> None:
         if s.name == "imgq_job_failures_total"
     }
     assert codes == {"code-0", "code-1", OTHER}
-    assert summary(m.registry)["jobs_succeeded"] == 50.0  # folded, never dropped
+    assert total(m, "imgq_jobs_total") == 50.0  # folded, never dropped
 
 
 def test_label_guard_truncates_long_values_and_leaves_fixed_labels_alone() -> None:
@@ -92,8 +114,9 @@ def test_label_guard_truncates_long_values_and_leaves_fixed_labels_alone() -> No
 
 def test_server_serves_metrics_over_real_http() -> None:
     m = Metrics()
-    m.observe_api_call("gpt-4.1-mini", "chat", "ok", 0.7)
-    m.observe_tokens("gpt-4.1-mini", input=120, output=30, image=85, cost_usd=0.002)
+    m.api_requests_total.labels(model="gpt-4.1-mini", api="chat", outcome="ok").inc()
+    m.tokens_total.labels(model="gpt-4.1-mini", kind="image").inc(85)
+    m.cost_usd_total.labels(model="gpt-4.1-mini").inc(0.002)
     server = start_metrics_server(free_port(), m.registry, addr="127.0.0.1")
     try:
         url = f"http://127.0.0.1:{server.port}/metrics"
@@ -133,60 +156,12 @@ def test_server_moves_to_the_next_free_port_within_the_span() -> None:
         first.close()
 
 
-def test_exposition_for_an_existing_http_app() -> None:
+def test_ratelimit_remaining_has_a_series_only_once_seen() -> None:
     m = Metrics()
-    m.dedup_hits_total.labels(kind="finished").inc(3)
-    body, content_type = exposition(m.registry)
-    assert content_type.startswith("text/plain")
-    assert b'imgq_dedup_hits_total{kind="finished"} 3.0' in body
-
-
-def test_summary_totals_and_quantiles() -> None:
-    m = Metrics()
-    empty = summary(m.registry)
-    assert empty["jobs_succeeded"] == 0.0 and empty["image_bytes_saved_ratio"] == 0.0
-    assert "api_latency_p50_seconds" not in empty  # no observations: no made-up latency
-
-    for _ in range(90):
-        m.observe_api_call("gpt-4.1-mini", "chat", "ok", 0.8)  # bucket (0.5, 1]
-    for _ in range(10):
-        m.observe_api_call("gpt-4.1-mini", "responses", 429, 12.0)  # bucket (10, 15]
-    m.observe_job("gpt-4.1-mini", "chat", "interactive", None, 2.0)
-    m.observe_job("gpt-4.1-mini", "chat", "bulk", "invalid_image", 0.3)
-    m.jobs_submitted_total.labels(model="gpt-4.1-mini", priority="bulk").inc(2)
-    m.observe_tokens("gpt-4.1-mini", input=1000, output=200, estimated_input=1010, cost_usd=0.5)
-    m.image_bytes_total.labels(stage="original").inc(4_000_000)
-    m.image_bytes_total.labels(stage="sent").inc(1_000_000)
-    m.retries_total.labels(model="gpt-4.1-mini", code="rate_limited").inc()
-    m.in_flight_requests.labels(model="gpt-4.1-mini").set(7)
-
-    s = summary(m.registry)
-    assert s["api_requests"] == 100.0
-    assert s["api_errors"] == 10.0
-    assert s["rate_limited"] == 10.0
-    assert (s["jobs_submitted"], s["jobs_succeeded"], s["jobs_failed"]) == (2.0, 1.0, 1.0)
-    assert (s["tokens_input"], s["tokens_output"], s["tokens_estimated_input"]) == (1000, 200, 1010)
-    assert s["cost_usd"] == pytest.approx(0.5)
-    assert s["image_bytes_saved_ratio"] == pytest.approx(0.75)
-    assert (s["retries"], s["in_flight"]) == (1.0, 7.0)
-    # Same interpolation as PromQL's histogram_quantile: p50 inside (0.5, 1], p99 inside (10, 15].
-    assert 0.5 < s["api_latency_p50_seconds"] <= 1.0
-    assert s["api_latency_p50_seconds"] == pytest.approx(0.5 + 0.5 * 50 / 90)
-    assert 10.0 < s["api_latency_p99_seconds"] <= 15.0
-    assert "limiter_wait_p95_seconds" not in s
-    assert "job_duration_p50_seconds" in s
-    assert all(isinstance(v, float) for v in s.values())
-
-
-def test_failure_and_rate_limit_bookkeeping() -> None:
-    m = Metrics()
-    m.observe_api_call("gpt-4o", "chat", "rate_limited", 0.1)
-    m.observe_api_call("gpt-4o", "chat", 500, 0.1)
     m.set_ratelimit_remaining("gpt-4o", tokens=1234, requests=None)
-    text = exposition(m.registry)[0].decode()
-    assert 'imgq_rate_limited_total{model="gpt-4o"} 1.0' in text
-    assert 'imgq_ratelimit_remaining_tokens{model="gpt-4o"} 1234.0' in text
-    assert "imgq_ratelimit_remaining_requests{" not in text  # never set: no series
+    assert value(m, "imgq_ratelimit_remaining_tokens", model="gpt-4o") == 1234.0
+    names = {s.name for fam in m.registry.collect() for s in fam.samples}
+    assert "imgq_ratelimit_remaining_requests" not in names  # never set: no series
 
 
 def test_cooldown_gauge_counts_down_by_itself() -> None:

@@ -1,1 +1,1 @@
-"""imgq workers: the Celery app, thin tasks, the event-loop thread and the OpenAI call path."""
+"""imgq workers: thin Celery tasks, the event-loop thread and the OpenAI call path."""

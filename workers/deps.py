@@ -9,6 +9,7 @@ import aiohttp
 import openai
 import redis.asyncio as aioredis
 
+from shared.images.budget import ImageLimits
 from shared.limiter import AdaptiveConcurrency, Limiter
 from shared.metrics import Metrics
 from shared.settings import Settings
@@ -33,3 +34,4 @@ class WorkerDeps:
     executor: Executor | None = None  # for CPU-bound image work; None = the loop's default
     http: aiohttp.ClientSession | None = None  # for fetching image URLs
     drain: Drain = field(default_factory=Drain)
+    image_limits: ImageLimits | None = None  # decode budget + loads: built on the loop at first use

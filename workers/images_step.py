@@ -1,20 +1,44 @@
-"""Load each image of a job from wherever it is, and prepare it off the event loop."""
+"""Load each image of a job from wherever it is, and prepare it off the event loop, within bounds.
+
+Memory is bounded per process, whatever the jobs hold: at most ``image_loads_per_process`` images
+are loaded (raw bytes in memory) at once, at most ``image_loads_per_job`` of them for one job (its
+share of the fetch pool too), and the bytes being decoded (raw + pixel buffers, priced from the
+header before decoding) stay within ``decode_budget_bytes``. A reference repeated in a job is
+loaded once and prepared once per detail.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from shared.errors import ImageTooLargeError
-from shared.images import ImagePolicy, PreparedImage, fetch_image, prepare_image, read_s3
+from shared.images import ImagePolicy, PreparedImage, fetch_image, read_s3
+from shared.images.budget import ImageLimits
+from shared.images.prepare import finish_image, plan_image
 from shared.jobs import ImageSpec, Job
 from shared.storage.s3_store import parse_s3_ref
-from shared.vision_tokens import is_known_model
+from shared.vision_tokens import Detail, is_known_model
 from workers.deps import WorkerDeps
 
 # Token maths for models we have no rules for (OpenAI-compatible servers): gpt-4o's tile rules.
 FALLBACK_VISION_MODEL = "gpt-4o"
+T = TypeVar("T")
+
+
+def image_limits(deps: WorkerDeps) -> ImageLimits:
+    """The process's limits (created on the worker loop on first use)."""
+    if deps.image_limits is None:
+        s = deps.settings
+        deps.image_limits = ImageLimits(
+            decode_budget_bytes=s.decode_budget_bytes,
+            loads=s.image_loads_per_process,
+            loads_per_job=s.image_loads_per_job,
+        )
+    return deps.image_limits
 
 
 async def load_image(spec: ImageSpec, deps: WorkerDeps) -> bytes:
@@ -27,37 +51,82 @@ async def load_image(spec: ImageSpec, deps: WorkerDeps) -> bytes:
     return await deps.images.get(ref)
 
 
+async def _first_error(coros: list[Awaitable[T]]) -> list[T]:
+    """Run ``coros`` together; on the first failure cancel the rest and raise that error."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _JobImages:
+    """One job's image loads: deduplicated refs, bounded concurrency, a running byte total."""
+
+    def __init__(self, job: Job, deps: WorkerDeps) -> None:
+        self.job = job
+        self.deps = deps
+        self.limits = image_limits(deps)
+        self.slots = asyncio.Semaphore(self.limits.loads_per_job)
+        self.model = job.model if is_known_model(job.model) else FALLBACK_VISION_MODEL
+        self.policy = ImagePolicy(max_bytes=deps.settings.max_image_bytes)
+        self.prepared: dict[tuple[str, Detail], PreparedImage] = {}
+        self.sent_bytes = 0
+
+    def _in_pool(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self.deps.executor, fn)
+
+    async def load_ref(self, spec: ImageSpec, details: list[Detail]) -> None:
+        async with self.slots, self.limits.loads:
+            data = await load_image(spec, self.deps)
+            for detail in details:
+                plan = await self._in_pool(
+                    functools.partial(
+                        plan_image,
+                        data,
+                        model=self.model,
+                        detail=detail,
+                        max_image_tokens=self.job.max_image_tokens,
+                        policy=self.policy,
+                        max_decode_bytes=self.limits.budget.capacity,
+                    )
+                )
+                async with self.limits.budget.reserve(len(data) + plan.decode_bytes):
+                    prepared = await self._in_pool(
+                        functools.partial(finish_image, plan, self.policy)
+                    )
+                del plan
+                self.prepared[(spec.ref, detail)] = prepared
+                # Checked as images arrive: a job over the request limit stops loading at once.
+                self.sent_bytes += len(prepared.data)
+                self.check_total(self.sent_bytes)
+
+    def check_total(self, total: int) -> None:
+        cap = self.deps.settings.max_job_image_bytes
+        if total > cap:
+            raise ImageTooLargeError(
+                f"the job's images add up to more than {cap / 1e6:.0f} MB after resizing;"
+                f" the API accepts at most {cap / 1e6:.0f} MB per request"
+            )
+
+
 async def prepare_job_images(job: Job, deps: WorkerDeps) -> list[PreparedImage]:
     """All images of ``job``, validated and sized to what the model sees (typed errors on bad input)."""
-    vision_model = job.model if is_known_model(job.model) else FALLBACK_VISION_MODEL
-    loop = asyncio.get_running_loop()
-    policy = ImagePolicy(max_bytes=deps.settings.max_image_bytes)
-    raw = await asyncio.gather(*(load_image(s, deps) for s in job.images))
+    run = _JobImages(job, deps)
+    wanted: dict[str, tuple[ImageSpec, list[Detail]]] = {}
+    for spec in job.images:
+        _, details = wanted.setdefault(spec.ref, (spec, []))
+        if spec.detail not in details:
+            details.append(spec.detail)
     started = time.perf_counter()
-    prepared = await asyncio.gather(
-        *(
-            loop.run_in_executor(
-                deps.executor,
-                functools.partial(
-                    prepare_image,
-                    data,
-                    model=vision_model,
-                    detail=spec.detail,
-                    max_image_tokens=job.max_image_tokens,
-                    policy=policy,
-                ),
-            )
-            for data, spec in zip(raw, job.images, strict=True)
-        )
-    )
+    await _first_error([run.load_ref(spec, details) for spec, details in wanted.values()])
+    prepared = [run.prepared[(s.ref, s.detail)] for s in job.images]
+    total = sum(len(p.data) for p in prepared)  # a repeated image is sent once per mention
+    run.check_total(total)
     m = deps.metrics
     m.image_prepare_seconds.observe(time.perf_counter() - started)
     m.image_bytes_total.labels(stage="original").inc(sum(p.original_bytes for p in prepared))
-    total = sum(len(p.data) for p in prepared)
     m.image_bytes_total.labels(stage="sent").inc(total)
-    if total > deps.settings.max_job_image_bytes:
-        raise ImageTooLargeError(
-            f"the job's images add up to {total / 1e6:.1f} MB after resizing;"
-            f" the API accepts at most {deps.settings.max_job_image_bytes / 1e6:.0f} MB per request"
-        )
-    return list(prepared)
+    return prepared

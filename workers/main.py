@@ -9,10 +9,10 @@ from typing import Any
 from celery import signals
 from celery.worker import state as worker_state
 
-from shared.embedded_redis import resolve_redis_url
+from shared.broker import QUEUES, create_celery
+from shared.fleet_metrics import FleetCollector
 from shared.metrics import Metrics, start_metrics_server
 from shared.settings import Settings
-from workers.celery_app import QUEUES, create_celery
 from workers.runtime import WorkerRuntime
 from workers.tasks import register_tasks
 
@@ -46,13 +46,13 @@ def run_worker(
     *,
     concurrency: int | None = None,
     queues: tuple[str, ...] = QUEUES,
-    loglevel: str = "INFO",
+    loglevel: str | None = None,
     hostname: str | None = None,
 ) -> None:
     """Run a Celery worker in this process until it is told to stop (SIGTERM: warm shutdown)."""
     quiet_http_loggers()
-    redis_url = resolve_redis_url(settings.redis_url)
-    broker_url = settings.broker_url or redis_url
+    redis_url = settings.require_redis_url()  # the CLI starts the embedded Redis, never us
+    broker_url = settings.effective_broker_url or redis_url
     concurrency = concurrency or settings.worker_concurrency
     settings = settings.model_copy(update={"worker_concurrency": concurrency})
     app = create_celery(settings, broker_url)
@@ -65,9 +65,12 @@ def run_worker(
         delivery_tags=held_delivery_tags,
     )
     register_tasks(app, lambda: runtime)
+    fleet = FleetCollector.from_settings(settings, redis_url, broker_url, metrics.guard)
 
     def on_ready(**_: Any) -> None:
         if settings.metrics_port:
+            # Queue depth, dead letters, limiter buckets: exported by one elected worker.
+            metrics.registry.register(fleet)
             start_metrics_server(settings.metrics_port, metrics.registry, port_span=16)
         runtime.deps()  # start the loop, clients and lease heartbeat now, not on the first job
 
@@ -75,6 +78,7 @@ def run_worker(
         runtime.begin_drain()
 
     def on_shutdown(**_: Any) -> None:
+        fleet.close()  # hand the fleet-exporter lease over at once
         runtime.shutdown()
 
     signals.worker_ready.connect(on_ready, weak=False)
@@ -85,7 +89,7 @@ def run_worker(
         "--pool=threads",
         f"--concurrency={concurrency}",
         f"--queues={','.join(queues)}",
-        f"--loglevel={loglevel}",
+        f"--loglevel={loglevel or settings.log_level}",
         "--without-gossip",
         "--without-mingle",
     ]

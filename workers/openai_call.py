@@ -20,6 +20,7 @@ import jsonschema
 import openai
 
 from shared import errors
+from shared.limiter.headers import retry_after_seconds
 
 ImagePart = tuple[str, str]  # (data URL, detail)
 HeadersHook = Callable[[Mapping[str, str]], Awaitable[None]]
@@ -107,17 +108,6 @@ def _read_answer(api: str, body: bytes) -> tuple[str, int, int]:
         ) from None
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) / scale
-            except ValueError:
-                continue
-    return None
-
-
 def map_status_error(exc: openai.APIStatusError) -> errors.ImgqError:
     """Turn an HTTP error answer into one of our typed errors (message kept, secrets never added)."""
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -130,7 +120,8 @@ def map_status_error(exc: openai.APIStatusError) -> errors.ImgqError:
             return errors.InsufficientQuotaError(message)
         if "request too large" in message.lower():
             return errors.RequestTooLargeError(message)
-        return errors.RateLimitedError(message, retry_after=_retry_after(exc.response.headers))
+        retry_after = retry_after_seconds(exc.response.headers)
+        return errors.RateLimitedError(message, retry_after=retry_after)
     if status >= 500:
         return errors.UpstreamServerError(f"HTTP {status}: {message}")
     if status == 408:

@@ -1,27 +1,35 @@
-"""Process one job: own it, prepare its images, dedup, wait for capacity, call, retry, record.
+"""Process one job: take its lease, prepare its images, dedup, wait for capacity, call, record.
 
-Every failure ends as a Result with one error code from shared/errors.py; nothing here raises
-to Celery except CapacityWaitTimeoutError, which tells the task to hand the job back to the broker.
+Every failure of the *job* ends as a Result with one error code from shared/errors.py. What is
+not the job's failure is raised to the task, which hands the message back to the broker:
+CapacityWaitTimeoutError (no capacity yet: not counted), LeaseLostError (another delivery owns
+the job now) and DeliveryError (storage down, a corrupt record, a bug outside the call path:
+counted; after IMGQ_MAX_DELIVERIES the job fails as ``poison_job`` and is dead-lettered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from shared import errors
+from shared import dlq, errors
+from shared.catalogue import canonical_model, default_catalogue
 from shared.images import PreparedImage
 from shared.jobs import ErrorInfo, Job, Result
 from shared.limiter import LimitKey, parse_ratelimit_headers
-from shared.pricing import cost_usd
 from shared.prompt_guard import check_prompt
 from shared.storage import wait_result
 from shared.text_tokens import prompt_tokens
-from workers import dedup
+from workers import batch_route, dedup
+from workers.commit import STORAGE_ERRORS, write_final, write_running
 from workers.deps import WorkerDeps
+from workers.generate import run_generation
 from workers.images_step import prepare_job_images
+from workers.locks import Lease, LeaseLostError
 from workers.openai_call import ApiOutcome, HeadersHook, call_openai, parse_structured_output
 from workers.retry import retry_delay
 
@@ -29,23 +37,81 @@ log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 1.0
 # Errors after which the API did admit (and count) the request; the others are handed back.
 _COUNTED = (errors.UpstreamTimeoutError, errors.UpstreamServerError)
+T = TypeVar("T")
+
+
+class StorageDown(Exception):
+    """Redis/S3 failed before a call (kept apart from the API's retryable errors)."""
+
+
+class DeliveryError(Exception):
+    """This delivery could not run the job (not the job's fault, or not yet known to be)."""
+
+    def __init__(self, message: str, *, deliveries: int) -> None:
+        super().__init__(message)
+        self.deliveries = deliveries
+
+
+async def off_loop(deps: WorkerDeps, fn: Callable[..., T], *args: Any) -> T:
+    """Run CPU work (tokenising, prompt checks, schema validation) on the worker's pool."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(deps.executor, functools.partial(fn, *args))
 
 
 async def process_job(job: Job, deps: WorkerDeps) -> Result:
     """Run ``job`` to a terminal Result (idempotent: a finished job is returned as it is)."""
-    while not await deps.locks.try_acquire(job.job_id):
-        # Another live worker holds it (a redelivered copy): wait for it, or for its lock to lapse.
-        current = await deps.results.get(job.job_id)
-        if current is not None and current.done:
-            return current
-        await asyncio.sleep(LOCK_POLL_SECONDS)
+    if batch_route.wants_batch(job, auto=deps.settings.batch_auto):
+        return await batch_route.enqueue_for_batch(job, deps)  # the batcher answers it (issue 14)
+    lease = await _take_lease(job, deps)
+    if isinstance(lease, Result):
+        return lease
     try:
-        return await _process_locked(job, deps)
+        return await _process_leased(job, lease, deps)
+    except (errors.CapacityWaitTimeoutError, LeaseLostError):
+        raise
+    except (*STORAGE_ERRORS, StorageDown) as exc:
+        # Redis/S3 down before the call: not the job's fault, so not counted against it.
+        await deps.locks.release(lease, uncount=True)
+        raise DeliveryError(f"storage unavailable: {exc}", deliveries=1) from exc
+    except Exception as exc:
+        # A record that does not parse, a bug outside the call path: the message goes back to
+        # the broker (never acked-and-lost) and the delivery counts; the last one dead-letters.
+        log.warning("job %s: delivery %d failed: %r", job.job_id, lease.deliveries, exc)
+        if lease.deliveries >= deps.settings.max_deliveries:
+            return await _finish_dead(job, lease, _poison(job, lease, deps), deps)
+        raise DeliveryError(f"{type(exc).__name__}: {exc}", deliveries=lease.deliveries) from exc
     finally:
-        await deps.locks.release(job.job_id)
+        await deps.locks.release(lease)
 
 
-async def _process_locked(job: Job, deps: WorkerDeps) -> Result:
+def _poison(job: Job, lease: Lease, deps: WorkerDeps) -> errors.ImgqError:
+    return errors.PoisonJobError(
+        f"processing the job failed on {lease.deliveries} deliveries "
+        f"(IMGQ_MAX_DELIVERIES={deps.settings.max_deliveries}); see `imgq dlq show {job.job_id}`"
+    )
+
+
+async def _take_lease(job: Job, deps: WorkerDeps) -> Lease | Result:
+    """Our lease, or the job's terminal Result when it is already finished."""
+    while True:
+        got = await deps.locks.acquire(job.job_id)
+        if isinstance(got, Lease):
+            return got
+        if got == "done":
+            current = await deps.results.get(job.job_id)
+            if current is not None and current.done:
+                return current
+            raise DeliveryError(f"job {job.job_id}: state finished, record not yet", deliveries=0)
+        # Another live worker holds it (a redelivered copy): wait for it, or for its lease.
+        await asyncio.sleep(LOCK_POLL_SECONDS)
+
+
+async def _process_leased(job: Job, lease: Lease, deps: WorkerDeps) -> Result:
+    if lease.deliveries > deps.settings.max_deliveries:  # the last one could not record it
+        return await _finish_dead(job, lease, _poison(job, lease, deps), deps)
+    if lease.expires_at is not None and lease.now > lease.expires_at:
+        late = errors.JobExpiredError("the job was not finished by its deadline (expires_at)")
+        return await _finish_dead(job, lease, late, deps)
     current = await deps.results.get(job.job_id)
     if current is not None and current.done:
         return current
@@ -59,23 +125,42 @@ async def _process_locked(job: Job, deps: WorkerDeps) -> Result:
     deps.metrics.queue_wait_seconds.labels(priority=job.priority).observe(
         max(0.0, result.timings.started_at - job.submitted_at)
     )
-    # "running" is stored with the first attempt's count (one write, not two); waiters only
-    # listen for terminal statuses, so no event is published for it.
     try:
-        result = await _run(job, result, deps)
+        result = await _run(job, result, lease, deps)
     except errors.CapacityWaitTimeoutError:
-        result.status = "queued"
-        await deps.results.put(result)
+        await deps.locks.release(lease, uncount=True)  # waiting is not the job's fault
         raise
+    except (LeaseLostError, StorageDown, errors.StorageUnavailableError):
+        raise  # not the job's failure: the delivery is handed back (see process_job)
     except errors.ImgqError as exc:
         result = _failed(result, exc)
     except Exception as exc:  # a bug must fail the job, never the worker
         log.exception("job %s: unexpected error", job.job_id)
         result = _failed(result, errors.ImgqError(f"internal error: {type(exc).__name__}"))
     result.timings.finished_at = time.time()
-    await deps.results.put(result)
+    await write_final(deps, lease, result)
     await deps.events.publish(job.job_id, result.status)
     _record_finish(job, result, deps)
+    return result
+
+
+async def _finish_dead(job: Job, lease: Lease, exc: errors.ImgqError, deps: WorkerDeps) -> Result:
+    """Fail the job with ``exc`` and put it in the dead-letter set (no API call)."""
+    try:
+        current = await deps.results.get(job.job_id)
+    except Exception:  # the record itself may be what crashes every delivery
+        current = None
+    result = current if current is not None else Result(job_id=job.job_id)
+    if result.done:
+        return result
+    result = _failed(result, exc)
+    result.model = job.model
+    result.timings.finished_at = time.time()
+    await write_final(deps, lease, result)
+    await dlq.add(deps.redis, job.job_id)
+    deps.metrics.job_failures_total.labels(model=job.model, code=exc.code).inc()
+    await deps.events.publish(job.job_id, result.status)
+    log.warning("job %s: %s, dead-lettered", job.job_id, exc.code)
     return result
 
 
@@ -96,14 +181,16 @@ def _record_finish(job: Job, result: Result, deps: WorkerDeps) -> None:
         )
 
 
-async def _run(job: Job, result: Result, deps: WorkerDeps) -> Result:
-    check_prompt(job.prompt)
+async def _run(job: Job, result: Result, lease: Lease, deps: WorkerDeps) -> Result:
+    if job.kind != "analyze":  # image generation and edits (issue 15): their own call path
+        return await run_generation(job, result, lease, deps)
+    await off_loop(deps, check_prompt, job.prompt)
     images = await prepare_job_images(job, deps)
-    estimate = prompt_tokens([job.prompt], [p.tokens for p in images])
+    estimate = await off_loop(deps, prompt_tokens, [job.prompt], [p.tokens for p in images])
     result.usage.image_tokens = sum(p.tokens for p in images)
     result.usage.estimated_input_tokens = estimate
     if not job.dedup:
-        return await _call_with_retries(job, result, images, estimate, deps)
+        return await _call_with_retries(job, result, lease, images, estimate, deps)
     key = dedup.dedup_key(job, images)
     ttl = deps.settings.result_ttl_seconds
     leader = await dedup.claim(deps.redis, key, job.job_id, ttl)
@@ -113,7 +200,7 @@ async def _run(job: Job, result: Result, deps: WorkerDeps) -> Result:
             return copied
         await dedup.take_over(deps.redis, key, job.job_id, ttl)
     try:
-        return await _call_with_retries(job, result, images, estimate, deps)
+        return await _call_with_retries(job, result, lease, images, estimate, deps)
     except errors.ImgqError:
         await dedup.release(deps.redis, key, job.job_id)
         raise
@@ -137,10 +224,15 @@ async def _follow(leader_id: str, result: Result, deps: WorkerDeps) -> Result | 
 
 
 async def _call_with_retries(
-    job: Job, result: Result, images: Sequence[PreparedImage], estimate: int, deps: WorkerDeps
+    job: Job,
+    result: Result,
+    lease: Lease,
+    images: Sequence[PreparedImage],
+    estimate: int,
+    deps: WorkerDeps,
 ) -> Result:
     settings, m = deps.settings, deps.metrics
-    key = LimitKey(model=job.model, account=deps.account)
+    key = LimitKey(model=canonical_model(job.model), account=deps.account)
     parts = [(p.data_url(), p.detail) for p in images]  # detail may drop to low for a budget
 
     async def observe(headers: Mapping[str, str]) -> None:
@@ -154,15 +246,24 @@ async def _call_with_retries(
         if seen.limit_requests is not None:
             m.limit_requests_per_minute.labels(model=job.model).set(seen.limit_requests)
 
-    while True:
+    async def before_call() -> None:
+        # The fencing check and the attempt count in one step, right before the paid call:
+        # a worker whose lease lapsed (paused, partitioned) stops here. Attempts survive a crash.
         result.attempts += 1
-        await deps.results.put(result)  # attempts survive a worker's death
         try:
-            outcome = await _attempt(job, deps, key, parts, estimate, observe)
-        except errors.CapacityWaitTimeoutError:
-            result.attempts -= 1  # no call was made: not an attempt
+            await write_running(deps, lease, result)
+        except BaseException as exc:
+            result.attempts -= 1
+            if isinstance(exc, STORAGE_ERRORS):  # not an API failure: hand the delivery back
+                raise StorageDown(str(exc)) from exc
             raise
+
+    while True:
+        try:
+            outcome = await _attempt(job, deps, key, parts, estimate, observe, before_call)
         except errors.ImgqError as exc:
+            if isinstance(exc, errors.CapacityWaitTimeoutError):
+                raise  # no call was made: not an attempt
             m.api_requests_total.labels(model=job.model, api=job.api, outcome=exc.code).inc()
             if isinstance(exc, errors.RateLimitedError):
                 m.rate_limited_total.labels(model=job.model).inc()
@@ -180,7 +281,7 @@ async def _call_with_retries(
             continue
         m.api_requests_total.labels(model=job.model, api=job.api, outcome="ok").inc()
         m.api_latency_seconds.labels(model=job.model, api=job.api).observe(outcome.latency_seconds)
-        return _succeeded(job, result, outcome, deps)
+        return await _succeeded(job, result, outcome, deps)
 
 
 async def _attempt(
@@ -190,8 +291,9 @@ async def _attempt(
     parts: Sequence[tuple[str, str]],
     estimate: int,
     observe: HeadersHook,
+    before_call: Callable[[], Awaitable[None]],
 ) -> ApiOutcome:
-    """One call: a local slot first, then fleet capacity, then the API; settle or release."""
+    """One call: a local slot, fleet capacity, the fencing check, the API; settle or release."""
     m = deps.metrics
     # Slot before reservation: tokens reserved while queueing locally would sit idle in the
     # window and be counted earlier than the API counts them.
@@ -208,6 +310,11 @@ async def _attempt(
         m.limiter_wait_seconds.labels(model=job.model, priority=job.priority).observe(
             time.perf_counter() - waited
         )
+        try:
+            await before_call()
+        except BaseException:
+            await deps.limiter.release(reservation, counted=False)  # no call was made
+            raise
         m.in_flight_requests.labels(model=job.model).inc()
         try:
             outcome = await call_openai(
@@ -236,14 +343,15 @@ async def _attempt(
     return outcome
 
 
-def _succeeded(job: Job, result: Result, outcome: ApiOutcome, deps: WorkerDeps) -> Result:
+async def _succeeded(job: Job, result: Result, outcome: ApiOutcome, deps: WorkerDeps) -> Result:
     m = deps.metrics
     result.timings.api_seconds += outcome.latency_seconds
     result.usage.input_tokens = outcome.prompt_tokens
     result.usage.output_tokens = outcome.completion_tokens
     result.usage.billed_input_tokens = outcome.prompt_tokens
     result.usage.billed_output_tokens = outcome.completion_tokens
-    result.cost_usd = cost_usd(job.model, outcome.prompt_tokens, outcome.completion_tokens)
+    cost = default_catalogue().cost_usd(job.model, outcome.prompt_tokens, outcome.completion_tokens)
+    result.cost_usd = cost  # None: unpriced model (never an error after a paid call)
     result.output_text = outcome.text
     for kind, n in (
         ("input", outcome.prompt_tokens),
@@ -252,9 +360,12 @@ def _succeeded(job: Job, result: Result, outcome: ApiOutcome, deps: WorkerDeps) 
         ("estimated_input", result.usage.estimated_input_tokens),
     ):
         m.tokens_total.labels(model=job.model, kind=kind).inc(n)
-    m.cost_usd_total.labels(model=job.model).inc(result.cost_usd)
+    if cost is not None:
+        m.cost_usd_total.labels(model=job.model).inc(cost)
     if job.json_schema is not None:
-        result.output_json = parse_structured_output(outcome.text, job.json_schema)
+        result.output_json = await off_loop(
+            deps, parse_structured_output, outcome.text, job.json_schema
+        )
     result.status = "succeeded"
     result.error = None
     return result

@@ -16,9 +16,10 @@ from typing import Any
 
 import openai
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 
-from shared import text_tokens
-from shared.errors import UpstreamTimeoutError
+from shared import dlq, text_tokens
+from shared.errors import InvalidJobError
 from shared.images import make_fetch_session
 from shared.jobs import ErrorInfo, Job, Result
 from shared.limiter import AdaptiveConcurrency, LimitsConfig, RedisLimiter, key_fingerprint
@@ -26,9 +27,10 @@ from shared.loop_thread import LoopThread
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import build_stores
+from workers.batcher import Batcher, start_batcher
 from workers.deps import WorkerDeps
 from workers.locks import Heartbeat, JobLocks
-from workers.processor import process_job
+from workers.processor import DeliveryError, process_job
 from workers.retry import MAX_RETRY_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class WorkerRuntime:
         self._lock = threading.Lock()
         self._deps: WorkerDeps | None = None
         self._heartbeat: Heartbeat | None = None
+        self._batcher: Batcher | None = None  # the batch route's (elected) batcher
         self._closers: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -92,13 +95,13 @@ class WorkerRuntime:
         broker = None
         if self.broker_url and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
             broker = aioredis.from_url(self.broker_url)
-        locks = JobLocks(r)
+        locks = JobLocks(r, state_ttl_seconds=s.result_ttl_seconds)
         self._heartbeat = Heartbeat(locks, broker, self._delivery_tags)
         self._heartbeat.start()
         http = make_fetch_session(s)
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imgq-images")
         self._closers = [client, http, r, broker, executor]
-        return WorkerDeps(
+        deps = WorkerDeps(
             settings=s,
             client=client,
             redis=r,
@@ -113,6 +116,8 @@ class WorkerRuntime:
             executor=executor,
             http=http,
         )
+        self._batcher = start_batcher(deps, self.broker_url)  # issue 14
+        return deps
 
     def begin_drain(self) -> None:
         """Warm shutdown began: jobs only waiting for capacity go back to the queue now."""
@@ -133,6 +138,8 @@ class WorkerRuntime:
     async def _close(self) -> None:
         if self._heartbeat is not None:
             await self._heartbeat.stop()
+        if self._batcher is not None:
+            await self._batcher.stop()
         for c in self._closers:
             if c is None:
                 continue
@@ -150,23 +157,41 @@ class WorkerRuntime:
         return s.capacity_wait_seconds + s.max_attempts * per_attempt + 60
 
     def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one job to its terminal result (called from a Celery pool thread)."""
-        job = Job.model_validate(payload)
+        """Run one job to its terminal result (called from a Celery pool thread).
+
+        Raises what the task must hand back to the broker (see workers/tasks.py).
+        """
+        try:
+            job = Job.model_validate(payload)
+        except ValidationError as exc:
+            # Retrying cannot help a message that is not a job: fail it (if it names one), ack.
+            log.error("malformed job message dropped: %s", exc.errors()[:3])
+            job_id = payload.get("job_id") if isinstance(payload, dict) else None
+            if isinstance(job_id, str) and job_id:
+                self._loop.run(self._fail_malformed(job_id), timeout=60)
+            return {}
         deps = self.deps()
         try:
             result = self._loop.run(process_job(job, deps), timeout=self.max_job_seconds())
-        except TimeoutError:
-            result = self._loop.run(self._give_up(job, deps), timeout=30)
+        except TimeoutError as exc:
+            raise DeliveryError(
+                f"the job did not finish within {self.max_job_seconds():.0f}s", deliveries=1
+            ) from exc
         return result.model_dump(mode="json")
 
-    async def _give_up(self, job: Job, deps: WorkerDeps) -> Result:
-        result = await deps.results.get(job.job_id) or Result(job_id=job.job_id)
-        exc = UpstreamTimeoutError(f"the job did not finish within {self.max_job_seconds():.0f}s")
+    async def _fail_malformed(self, job_id: str) -> None:
+        deps = self.deps()
+        current = await deps.results.get(job_id)
+        if current is not None and current.done:
+            return
+        result = current or Result(job_id=job_id)
         result.status = "failed"
-        result.error = ErrorInfo(code=exc.code, message=exc.message, retryable=True)
+        result.error = ErrorInfo(
+            code=InvalidJobError.code, message="the job message could not be read", retryable=False
+        )
         await deps.results.put(result)
-        await deps.events.publish(job.job_id, "failed")
-        return result
+        await dlq.add(deps.redis, job_id)
+        await deps.events.publish(job_id, "failed")
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
         """Run any coroutine on the worker loop (tests, shutdown hooks)."""

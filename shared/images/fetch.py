@@ -176,11 +176,25 @@ class GuardedResolver(AbstractResolver):
 
 
 def make_fetch_session(settings: Settings, **kwargs: Any) -> aiohttp.ClientSession:
-    """A session whose connector re-checks every resolved address; create it on the running loop."""
+    """A session for fetching untrusted URLs; create it on the running loop.
+
+    Its connector re-checks every resolved address, holds at most ``fetch_connections`` (at most
+    ``fetch_connections_per_host`` to one host, so one slow host cannot take the whole pool), and
+    it keeps no cookies: a cookie set while fetching one job's image never reaches another's.
+    The worker also caps each job's concurrent loads (``image_loads_per_job``).
+    """
     connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(AllowList(settings.fetch_allow_hosts)), limit=100
+        resolver=GuardedResolver(AllowList(settings.fetch_allow_hosts)),
+        limit=settings.fetch_connections,
+        limit_per_host=settings.fetch_connections_per_host,
     )
-    return aiohttp.ClientSession(connector=connector, trust_env=False, headers=_HEADERS, **kwargs)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        headers=_HEADERS,
+        **kwargs,
+    )
 
 
 def _check_scheme(url: URL) -> None:

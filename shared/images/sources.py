@@ -28,6 +28,7 @@ from shared.errors import (
 )
 from shared.images.formats import sniff
 from shared.images.policy import DEFAULT_MAX_BYTES
+from shared.s3 import parse_s3_ref, s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -147,10 +148,12 @@ def parse_source(
     if lower.startswith(("http://", "https://")):
         return UrlSource(text)
     if lower.startswith("s3://"):
-        bucket, _, key = text[5:].partition("/")
-        if not bucket or not key:
-            raise InvalidImageError(f"an S3 reference needs s3://bucket/key, got {_short(text)!r}")
-        return S3Source(bucket, key)
+        try:
+            return S3Source(*parse_s3_ref(text))
+        except ValueError:
+            raise InvalidImageError(
+                f"an S3 reference needs s3://bucket/key, got {_short(text)!r}"
+            ) from None
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text):
         scheme = text.split(":", 1)[0]
         raise InvalidImageError(f"unsupported URL scheme {scheme!r}: use http(s), s3 or data")
@@ -187,14 +190,10 @@ def read_s3(
     Raises ``ImageFetchError`` (missing object, no access), ``ImageTooLargeError`` or
     ``StorageUnavailableError`` (the store cannot be reached: retrying may help).
     """
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     cap = max_bytes if max_bytes is not None else settings.max_image_bytes
-    if client is None:
-        client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region
-        )
+    client = client or s3_client(settings)  # the process's one client, not one per image
     where = f"s3://{bucket}/{key}"
     try:
         obj = client.get_object(Bucket=bucket, Key=key)

@@ -1,8 +1,9 @@
-"""Fleet-wide TPM/RPM limiter in Redis, plus adaptive local concurrency. See the README, "Rate limiting"."""
+"""Fleet-wide token/request/image buckets and one fleet-wide queue of waiters in Redis, plus
+adaptive local concurrency. See the README, "Rate limiting"."""
 
 from shared.limiter.adaptive import AdaptiveConcurrency
 from shared.limiter.base import PRIORITIES, Limiter, LimitSnapshot, Priority, Reservation
-from shared.limiter.config import TIER_DEFAULTS, LimitsConfig, ModelLimits
+from shared.limiter.config import LimitsConfig, ModelLimits, tier_defaults
 from shared.limiter.headers import (
     RateLimitHeaders,
     parse_duration,
@@ -14,7 +15,6 @@ from shared.limiter.redis_limiter import RedisLimiter
 
 __all__ = [
     "PRIORITIES",
-    "TIER_DEFAULTS",
     "AdaptiveConcurrency",
     "LimitKey",
     "LimitSnapshot",
@@ -29,4 +29,5 @@ __all__ = [
     "parse_duration",
     "parse_ratelimit_headers",
     "retry_after_seconds",
+    "tier_defaults",
 ]

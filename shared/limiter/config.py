@@ -10,9 +10,9 @@ Which limit applies (computed inside the Lua script, so every process agrees):
 
 >>> cfg = LimitsConfig.from_json('{"gpt-4.1-mini": {"tpm": 6000, "rpm": 60}}')
 >>> cfg.configured_for("gpt-4.1-mini-2025-04-14")
-ModelLimits(tpm=6000, rpm=60)
+ModelLimits(tpm=6000, rpm=60, ipm=None)
 >>> cfg.default_for("gpt-4o-mini")
-ModelLimits(tpm=200000, rpm=500)
+ModelLimits(tpm=200000, rpm=500, ipm=None)
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from shared.catalogue import UNKNOWN, default_catalogue
 from shared.limiter.keys import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
@@ -35,33 +36,27 @@ class ModelLimits:
 
     tpm: int | None = None
     rpm: int | None = None
+    ipm: int | None = None  # images per minute (image-generation models)
 
     def __post_init__(self) -> None:
-        for name in ("tpm", "rpm"):
+        for name in ("tpm", "rpm", "ipm"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
 
 
-# Tier-1 style figures for the vision models of shared/vision_tokens.py: deliberately low, since a
-# too-high default costs 429s and a too-low one only costs throughput until headers correct it.
-TIER_DEFAULTS: dict[str, ModelLimits] = {
-    "gpt-4o-mini": ModelLimits(200_000, 500),
-    "gpt-4o": ModelLimits(30_000, 500),
-    "chatgpt-4o": ModelLimits(30_000, 500),
-    "gpt-4.1-mini": ModelLimits(200_000, 500),
-    "gpt-4.1-nano": ModelLimits(200_000, 500),
-    "gpt-4.1": ModelLimits(30_000, 500),
-    "gpt-4.5": ModelLimits(125_000, 1_000),
-    "gpt-5-mini": ModelLimits(200_000, 500),
-    "gpt-5-nano": ModelLimits(200_000, 500),
-    "gpt-5": ModelLimits(30_000, 500),
-    "o4-mini": ModelLimits(100_000, 1_000),
-    "o1": ModelLimits(30_000, 500),
-    "o3": ModelLimits(30_000, 500),
-    "computer-use-preview": ModelLimits(20_000, 300),
-}
-FALLBACK = ModelLimits(30_000, 500)
+def tier_defaults() -> dict[str, ModelLimits]:
+    """Each catalogued model's default limits (shared/catalogue.py: tier-1, deliberately low)."""
+    cat = default_catalogue()
+    return {
+        n: ModelLimits(tpm=s.limits.tpm, rpm=s.limits.rpm, ipm=s.limits.ipm)
+        for n in cat.names
+        if (s := cat.find(n)) is not None
+    }
+
+
+# Unknown models (one key, "unknown"): the catalogue's documented defaults.
+FALLBACK = ModelLimits(UNKNOWN.limits.tpm, UNKNOWN.limits.rpm)
 
 
 def _longest_prefix(table: Mapping[str, ModelLimits], model: str) -> ModelLimits | None:
@@ -76,9 +71,9 @@ def _parse_table(data: Any, source: str) -> dict[str, ModelLimits]:
         raise ValueError(f"{source}: expected a JSON object {{model: {{tpm, rpm}}}}")
     out: dict[str, ModelLimits] = {}
     for model, spec in data.items():
-        if not isinstance(spec, dict) or not set(spec) <= {"tpm", "rpm"}:
-            raise ValueError(f"{source}: {model!r} needs an object with 'tpm' and/or 'rpm'")
-        out[str(model)] = ModelLimits(tpm=spec.get("tpm"), rpm=spec.get("rpm"))
+        if not isinstance(spec, dict) or not set(spec) <= {"tpm", "rpm", "ipm"}:
+            raise ValueError(f"{source}: {model!r} needs an object with 'tpm', 'rpm' and/or 'ipm'")
+        out[str(model)] = ModelLimits(spec.get("tpm"), spec.get("rpm"), spec.get("ipm"))
     return out
 
 
@@ -86,29 +81,36 @@ def _parse_table(data: Any, source: str) -> dict[str, ModelLimits]:
 class LimitsConfig:
     """Everything the limiter needs besides Redis. Immutable; build one per process.
 
-    ``window_s`` is OpenAI's minute. An entry counts from its grant until ``window_s`` +
-    ``margin_s`` after the answer (settle re-scores it), so a late admission by the API never lets
-    two grants land in one of its minutes; ``margin_s`` only absorbs clock granularity. A call in
-    flight counts until settled or released, or ``inflight_grace_s`` past its window when its
-    worker died.
+    The buckets hold one minute's worth and refill at limit/60 per second (the API's own model).
+    ``margin_s`` of refill is kept back from a full bucket: the API admits a call a little after
+    our grant, and while its bucket is full that delay costs refill we would otherwise count. A
+    call in flight whose worker died is forgotten after ``inflight_grace_s`` (its charge stays).
     """
 
     configured: Mapping[str, ModelLimits] = field(default_factory=dict)
-    defaults: Mapping[str, ModelLimits] = field(default_factory=lambda: dict(TIER_DEFAULTS))
+    defaults: Mapping[str, ModelLimits] = field(default_factory=tier_defaults)
     fallback: ModelLimits = FALLBACK
-    window_s: float = 60.0
     margin_s: float = 0.25
-    # "answer": a call counts for a window after its answer (safe however late the API admits it);
-    # "grant": after its grant (TPM x 60/60.25, but trusts the API to admit within ``margin_s``).
-    count_from: Literal["answer", "grant"] = "answer"
-    inflight_grace_s: float = 120.0
-    # Headers saying the API has less left than we think resync only beyond this share of the limit.
+    inflight_grace_s: float = 600.0
+    # Headers saying the API has less left than we hold resync only beyond this share of the
+    # limit: an answer's `remaining` is as old as the call's latency.
     resync_tolerance: float = 0.05
-    # A waiting process re-checks at least this often (capacity freed by refunds elsewhere).
+    # A waiting process calls Redis at least this often (grants made for it by other processes,
+    # refunds elsewhere, its liveness).
     max_poll_s: float = 0.25
     # After this many interactive grants in a row while bulk waits, one bulk waiter goes next.
     interactive_burst: int = 4
+    # A waiter whose process has not called Redis for this long is dropped from the fleet queue.
+    waiter_alive_s: float = 2.0
+    # Most grants one script call hands out (bounds the script's run time).
+    max_grants: int = 256
+    # Weighted fair share between tenants backlogged on one model (missing: weight 1).
+    tenant_weights: Mapping[str, float] = field(default_factory=dict)
     prefix: str = DEFAULT_PREFIX
+
+    def weight(self, tenant: str | None) -> float:
+        w = self.tenant_weights.get(tenant or "", 1.0)
+        return w if w > 0 else 1.0
 
     def configured_for(self, model: str) -> ModelLimits | None:
         return _longest_prefix(self.configured, model)
@@ -117,11 +119,7 @@ class LimitsConfig:
         found = _longest_prefix(self.defaults, model)
         tpm = (found.tpm if found else None) or self.fallback.tpm
         rpm = (found.rpm if found else None) or self.fallback.rpm
-        return ModelLimits(tpm, rpm)
-
-    @property
-    def window_ms(self) -> int:
-        return round((self.window_s + self.margin_s) * 1000)
+        return ModelLimits(tpm, rpm, found.ipm if found else None)
 
     @classmethod
     def from_json(cls, text: str, **kwargs: Any) -> LimitsConfig:

@@ -1,10 +1,13 @@
-"""One limit's local waiting line in one process, and the pump that serves it.
+"""This process's side of one limit's fleet-wide queue: its waiters, and the pump that serves them.
 
-Callers that find nobody waiting ask Redis directly (at most ``fast_asks`` at once). Everyone else
-joins a ``FairLine`` (interactive first, bulk never starved); one pump task asks Redis for the
-head only. A denied ask says exactly when enough of the window expires; the pump sleeps that long
-(at most ``max_poll_s``, so refunds made by other processes are seen) or until ``wake()`` (a
-local refund). So waiting costs neither the event loop nor a Redis connection per waiter.
+The queue itself is in Redis (bucket.lua): every waiter of every process, interactive first, then
+by weighted-fair arrival. A caller that finds no local waiter ahead of it joins the queue and is
+granted in the same script call when nobody in the fleet is ahead and the buckets allow (at most
+``fast_asks`` such calls at once). Everyone else is sent by the pump, in one call for all new
+waiters. Each pump call also grants from the head for the whole fleet, collects what other
+processes granted to this one, and returns how long until the head fits; the pump sleeps that
+long (at most ``max_poll_s``: grants made by others, refunds elsewhere, liveness) or until a local
+refund or a new waiter wakes it. Waiting costs neither the event loop nor a connection per waiter.
 """
 
 from __future__ import annotations
@@ -13,164 +16,189 @@ import asyncio
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.errors import CapacityWaitTimeoutError, RequestTooLargeError, StorageUnavailableError
 from shared.limiter.base import Priority, Reservation
-from shared.limiter.fair import FairLine
 from shared.limiter.keys import LimitKey
+
+GRANTED, TOO_MANY_TOKENS, DROPPED, TOO_MANY_IMAGES = 1, -1, -2, -3
 
 
 @dataclass(frozen=True)
-class Ask:
-    """One answer of the ACQUIRE script."""
+class Pumped:
+    """One answer of the pump script."""
 
-    status: int  # 1 granted, 0 wait, -1 too large
-    value: int  # wait ms, or the TPM limit when too large
     now_ms: int
     tpm: int
     rpm: int
-
-
-class Grants(Protocol):
-    async def ask(self, key: LimitKey, tokens: int, rid: str) -> Ask: ...
-
-    async def give_back(self, key: LimitKey, rid: str) -> None: ...
+    ipm: int
+    hint_ms: int  # until the head of the fleet queue fits; -1: nobody waits; 0: more fits now
+    outcomes: list[tuple[str, int, int]]  # (waiter id, code, value) for this process's waiters
 
 
 @dataclass(eq=False)
-class _Waiter:
+class Waiter:
     tokens: int
     priority: Priority
     max_output_tokens: int | None
-    started: float
-    future: asyncio.Future[Reservation]
+    images: int
+    tenant: str | None
+    timeout: float | None
+    started: float = field(default_factory=time.monotonic)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    future: asyncio.Future[Reservation] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
-def too_large(key: LimitKey, tokens: int, tpm: int) -> RequestTooLargeError:
+class Grants(Protocol):
+    async def pump(self, key: LimitKey, new: Sequence[Waiter], cancel: Sequence[str]) -> Pumped: ...
+
+
+def too_large(key: LimitKey, tokens: int, tpm: int, what: str = "tokens") -> RequestTooLargeError:
     return RequestTooLargeError(
-        f"request needs {tokens} tokens but {key.model} allows {tpm} tokens per minute: "
-        "it can never be admitted (lower max output tokens, image detail or size)"
+        f"request needs {tokens} {what} but {key.model} allows {tpm} {what} per minute: "
+        "it can never be admitted (lower max output tokens, image detail or size, or n)"
     )
 
 
 class WaitLine:
-    def __init__(
-        self, key: LimitKey, grants: Grants, *, burst: int, max_poll_s: float, fast_asks: int
-    ) -> None:
+    def __init__(self, key: LimitKey, grants: Grants, *, max_poll_s: float, fast_asks: int) -> None:
         self.key = key
         self._grants = grants
-        self._line: FairLine[_Waiter] = FairLine(burst=burst)
+        self._waiting: dict[str, Waiter] = {}
+        self._new: list[Waiter] = []  # not yet in the fleet queue
+        self._cancel: list[str] = []  # ids to take out of the queue, or grants to give back
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._max_poll_s = max_poll_s
         self._fast_asks = fast_asks
-        self._fast = 0  # direct asks in flight
-        self.tpm: int | None = None  # from the last answer: too-large requests skip the line
+        self._fast = 0  # direct calls in flight
+        self.tpm: int | None = None  # from the last answer: too-large requests fail at once
+        self.ipm: int | None = None
 
     def __len__(self) -> int:
-        return len(self._line)
+        return len(self._waiting)
 
-    async def _ask(self, tokens: int, rid: str) -> Ask:
-        ask = await self._grants.ask(self.key, tokens, rid)
-        self.tpm = ask.tpm
-        return ask
-
-    async def acquire(
-        self,
-        tokens: int,
-        priority: Priority,
-        timeout: float | None,
-        max_output_tokens: int | None,
-    ) -> Reservation:
-        key, started = self.key, time.monotonic()
-        if self.tpm is not None and tokens > self.tpm:
-            raise too_large(key, tokens, self.tpm)
-        if not len(self._line) and self._fast < self._fast_asks:  # nobody waits: ask at once
-            rid = uuid.uuid4().hex
-            self._fast += 1
-            try:
-                ask = await self._ask(tokens, rid)
-            finally:
-                self._fast -= 1
-            if ask.status == 1:
-                return Reservation(key, tokens, rid, priority, max_output_tokens, ask.now_ms, 0.0)
-            if ask.status == -1:
-                raise too_large(key, tokens, ask.value)
-        fut: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(tokens, priority, max_output_tokens, started, fut)
-        self._line.push(priority, waiter)
-        if self._task is None:
-            self._task = asyncio.create_task(self._pump(), name=f"limiter-pump-{key.model}")
-        self._wake.set()
+    async def acquire(self, w: Waiter) -> Reservation:
+        if self.tpm is not None and w.tokens > self.tpm:
+            raise too_large(self.key, w.tokens, self.tpm)
+        if self.ipm and w.images > self.ipm:
+            raise too_large(self.key, w.images, self.ipm, "images")
+        direct = not self._waiting and self._fast < self._fast_asks
+        self._waiting[w.id] = w
         try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(fut)
+            if direct:
+                self._fast += 1
+                try:
+                    self._apply(await self._grants.pump(self.key, [w], []))
+                finally:
+                    self._fast -= 1
+            else:
+                self._new.append(w)
+            if not w.future.done():
+                self._start()
+            async with asyncio.timeout(w.timeout):
+                return await asyncio.shield(w.future)
         except TimeoutError:
-            self._line.remove(waiter)
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                return fut.result()  # granted in the same instant: use it
-            fut.cancel()
+            if _granted(w.future):
+                return w.future.result()  # granted in the same instant: use it
+            self._forget(w, give_back=False)
             raise CapacityWaitTimeoutError(
-                f"no capacity for {tokens} tokens on {key.model} within {timeout:.1f}s"
+                f"no capacity for {w.tokens} tokens on {self.key.model} within {w.timeout:.1f}s"
             ) from None
-        except asyncio.CancelledError:
-            self._line.remove(waiter)
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                await asyncio.shield(self._grants.give_back(key, fut.result().id))
-            fut.cancel()
+        except BaseException:
+            failed = w.future.done() and not w.future.cancelled() and w.future.exception()
+            if not failed:  # (a failed waiter, e.g. too large, is out of the queue already)
+                self._forget(w, give_back=_granted(w.future))
             raise
 
-    def wake(self) -> None:
+    def _forget(self, w: Waiter, *, give_back: bool) -> None:
+        self._waiting.pop(w.id, None)
+        if not w.future.done():
+            w.future.cancel()
+        if w in self._new and not give_back:
+            self._new.remove(w)  # never sent
+            return
+        self._cancel.append(w.id)  # out of the fleet queue, or its grant back to the bucket
+        self._start()
+
+    def _start(self) -> None:
         self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._pump(), name=f"limiter-pump-{self.key.model}")
+
+    def wake(self) -> None:
+        if self._waiting:
+            self._start()
 
     def fail_all(self, exc: Exception) -> None:
         if self._task is not None:
             self._task.cancel()
-        while len(self._line):
-            w = self._line.pop()
+            self._task = None
+        for w in list(self._waiting.values()):
             if not w.future.done():
                 w.future.set_exception(exc)
+        self._waiting.clear()
+        self._new.clear()
+
+    def _apply(self, p: Pumped) -> None:
+        self.tpm, self.ipm = p.tpm, p.ipm or None
+        for wid, code, value in p.outcomes:
+            w = self._waiting.get(wid)
+            if w is None or w.future.done():
+                if code == GRANTED:
+                    self._cancel.append(wid)  # its caller is gone: give the grant back
+                continue
+            if code == DROPPED:  # we looked dead to the fleet (a long pause): queue again
+                self._new.append(w)
+                continue
+            del self._waiting[wid]
+            if code == GRANTED:
+                w.future.set_result(
+                    Reservation(self.key, w.tokens, wid, w.priority, w.max_output_tokens, value,
+                                time.monotonic() - w.started, w.images, w.tenant)
+                )  # fmt: skip
+            elif code == TOO_MANY_IMAGES:
+                w.future.set_exception(too_large(self.key, w.images, value, "images"))
+            else:
+                w.future.set_exception(too_large(self.key, w.tokens, value))
 
     async def _pump(self) -> None:
-        """Serve the head until the line is empty (one Redis call in flight at a time)."""
-        line = self._line
+        """Call the script while anything waits here; sleep until the head could fit."""
+        me = asyncio.current_task()
         try:
-            while len(line):
-                w = line.peek()
-                assert w is not None
-                if w.future.done():
-                    line.remove(w)
-                    continue
-                rid = uuid.uuid4().hex
+            while self._waiting or self._cancel or self._new:
+                new = [w for w in self._new if w.id in self._waiting]
+                cancel = self._cancel
+                self._new, self._cancel = [], []
+                self._wake.clear()
                 try:
-                    ask = await self._ask(w.tokens, rid)
+                    p = await self._grants.pump(self.key, new, cancel)
                 except StorageUnavailableError as exc:
                     self._task = None
                     self.fail_all(exc)
                     return
-                if ask.status == 1:
-                    _ = line.pop() if line.peek() is w else line.remove(w)
-                    res = Reservation(self.key, w.tokens, rid, w.priority, w.max_output_tokens,
-                                      ask.now_ms, time.monotonic() - w.started)  # fmt: skip
-                    if w.future.done():  # gave up meanwhile: give the grant back
-                        await self._grants.give_back(self.key, rid)
-                    else:
-                        w.future.set_result(res)
+                self._apply(p)
+                if self._new or self._cancel or not self._waiting:
                     continue
-                if ask.status == -1:
-                    line.remove(w)
-                    if not w.future.done():
-                        w.future.set_exception(too_large(self.key, w.tokens, ask.value))
+                hint = p.hint_ms / 1000.0 if p.hint_ms >= 0 else self._max_poll_s
+                # A little jitter: processes woken by the same refill do not all call at once.
+                sleep = min(hint, self._max_poll_s) + random.uniform(0.0005, 0.004)
+                if self._wake.is_set():
                     continue
-                self._wake.clear()
-                # A little jitter so that processes woken by the same expiry do not all collide.
-                sleep = min(ask.value / 1000.0, self._max_poll_s) + random.uniform(0, 0.01)
                 try:
                     async with asyncio.timeout(sleep):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
         finally:
-            self._task = None
+            if self._task is me:
+                self._task = None
+
+
+def _granted(fut: asyncio.Future[Reservation]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None

@@ -1,7 +1,11 @@
 """Where images and results live: Redis (default, with TTLs) or S3, behind small Protocols.
 
->>> from shared.storage import build_stores   # doctest: +SKIP
->>> images, results, events = build_stores(settings, redis_client)
+>>> import redis.asyncio as aioredis
+>>> from shared.settings import Settings
+>>> redis_client = aioredis.from_url("redis://127.0.0.1:6399/0")  # connects on first use
+>>> images, results, events = build_stores(Settings(), redis_client)
+>>> type(images).__name__, type(results).__name__
+('RedisImageStore', 'RedisResultStore')
 """
 
 from shared.storage.base import ImageStore, JobEvents, ResultStore

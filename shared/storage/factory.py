@@ -6,18 +6,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.s3 import s3_client as shared_s3_client
 from shared.settings import Settings
 from shared.storage.base import ImageStore, JobEvents, ResultStore
 from shared.storage.redis_store import RedisImageStore, RedisJobEvents, RedisResultStore
 from shared.storage.s3_store import S3ImageStore, S3ResultStore
-
-
-def make_s3_client(settings: Settings) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.aws_region
-    )
 
 
 def build_stores(
@@ -28,7 +21,7 @@ def build_stores(
     if needs_s3:
         if not settings.s3_bucket:
             raise ValueError("IMGQ_S3_BUCKET must be set when an S3 backend is selected")
-        s3_client = s3_client or make_s3_client(settings)
+        s3_client = s3_client or shared_s3_client(settings)
     images: ImageStore
     results: ResultStore
     if settings.image_backend == "s3":

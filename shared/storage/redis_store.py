@@ -12,24 +12,12 @@ from redis.exceptions import RedisError
 
 from shared.errors import ImageNotFoundError, StorageUnavailableError
 from shared.jobs import Result
+from shared.lua import load_lua
 
 IMAGE_PREFIX = "imgq:img:"
 RESULT_PREFIX = "imgq:result:"
 EVENTS_CHANNEL = "imgq:events"
 REF_SCHEME = "redis:"
-
-# Write unless the stored result is terminal; KEEPTTL-free: we set the TTL each time.
-_PUT_UNLESS_TERMINAL = """
-local cur = redis.call('GET', KEYS[1])
-if cur and ARGV[3] ~= '1' then
-  local ok, doc = pcall(cjson.decode, cur)
-  if ok and (doc['status'] == 'succeeded' or doc['status'] == 'failed') then
-    return 0
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-return 1
-"""
 
 
 class RedisImageStore:
@@ -69,7 +57,16 @@ class RedisResultStore:
     def __init__(self, client: aioredis.Redis, *, ttl_seconds: int) -> None:
         self._r = client
         self._ttl = ttl_seconds
-        self._put_script = client.register_script(_PUT_UNLESS_TERMINAL)
+        self._put_script = client.register_script(load_lua("shared.storage", "result_put.lua"))
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self._ttl
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        """Where ``job_id``'s result lives (workers write it together with the job's lease)."""
+        return RESULT_PREFIX + job_id
 
     async def create(self, result: Result) -> Result | None:
         key = RESULT_PREFIX + result.job_id

@@ -15,6 +15,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.errors import ImageNotFoundError, StorageUnavailableError
 from shared.jobs import Result
+from shared.s3 import parse_s3_ref
+
+__all__ = ["S3ImageStore", "S3ResultStore", "parse_s3_ref"]
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
@@ -22,15 +25,6 @@ _PRECONDITION = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def parse_s3_ref(ref: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key)."""
-    rest = ref.removeprefix("s3://")
-    bucket, _, key = rest.partition("/")
-    if not bucket or not key:
-        raise ValueError(f"not an s3://bucket/key reference: {ref!r}")
-    return bucket, key
 
 
 class S3ImageStore:
@@ -66,6 +60,15 @@ class S3ImageStore:
             raise StorageUnavailableError(f"could not read image from S3: {exc}") from exc
         except BotoCoreError as exc:
             raise StorageUnavailableError(f"could not read image from S3: {exc}") from exc
+
+    async def presigned_url(self, ref: str, expires_seconds: int) -> str:
+        """A short-lived GET URL for ``ref`` (signed locally: no request to S3)."""
+        bucket, key = parse_s3_ref(ref)
+        params = {"Bucket": bucket, "Key": key}
+        url = await asyncio.to_thread(
+            self._s3.generate_presigned_url, "get_object", Params=params, ExpiresIn=expires_seconds
+        )
+        return str(url)
 
 
 class S3ResultStore:

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from producer.estimate import estimate
-from shared.pricing import PRICES, cost_usd, price
-from shared.vision_tokens import VISION_SPECS, image_tokens
+from shared.catalogue import builtin_catalogue
+from shared.vision_tokens import image_tokens, vision_models
 from tests.images import samples as s
 
 
@@ -58,10 +58,11 @@ def test_table_budget_and_prompt() -> None:
 
 
 def test_every_vision_model_has_a_price() -> None:
-    for model in VISION_SPECS:
-        assert price(model).input > 0
-    assert price("gpt-4o-2024-08-06") == PRICES["gpt-4o"]
-    assert price("gpt-4o-mini-2024-07-18") == PRICES["gpt-4o-mini"]
-    assert cost_usd("gpt-5", 1_000_000, 0) == pytest.approx(1.25)
-    with pytest.raises(KeyError):
-        price("llama-3")
+    cat = builtin_catalogue()
+    for model in vision_models():
+        prices = cat.spec(model).prices
+        assert prices is not None and prices.input > 0
+    assert cat.spec("gpt-4o-2024-08-06") == cat.spec("gpt-4o")
+    assert cat.spec("gpt-4o-mini-2024-07-18") == cat.spec("gpt-4o-mini")
+    assert cat.cost_usd("gpt-5", 1_000_000, 0) == pytest.approx(1.25)
+    assert cat.cost_usd("llama-3", 1_000_000, 0) is None

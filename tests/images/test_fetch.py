@@ -225,3 +225,69 @@ def test_host_literal_is_not_fooled() -> None:
     assert host_literal("example.com") is None
     assert host_literal("deadbeef.example") is None
     assert host_literal("[::1]") == ipaddress.ip_address("::1")
+
+
+# -- bounded pool, no cookie jar (issue 10) -------------------------------------------------------
+@pytest.fixture
+async def counting_server() -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """Slow images that count requests in progress, and cookies set and echoed."""
+    state: dict[str, Any] = {"now": 0, "peak": 0, "cookies": []}
+
+    async def slow(request: web.Request) -> web.Response:
+        state["now"] += 1
+        state["peak"] = max(state["peak"], state["now"])
+        try:
+            await asyncio.sleep(0.2)
+        finally:
+            state["now"] -= 1
+        return web.Response(body=PNG, content_type="image/png")
+
+    async def set_cookie(request: web.Request) -> web.Response:
+        resp = web.Response(body=PNG, content_type="image/png")
+        resp.set_cookie("session", "job-a-secret")
+        return resp
+
+    async def echo(request: web.Request) -> web.Response:
+        state["cookies"].append(request.headers.get("Cookie"))
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/slow/{n}", slow)
+    app.router.add_get("/set-cookie", set_cookie)
+    app.router.add_get("/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield site._server.sockets[0].getsockname()[1], state  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_one_host_gets_at_most_its_connections(counting_server: tuple[int, Any]) -> None:
+    port, state = counting_server
+    settings = _settings(fetch_connections=10, fetch_connections_per_host=3)
+    async with make_fetch_session(settings) as session:
+        got = await asyncio.gather(
+            *(
+                fetch_image(f"http://127.0.0.1:{port}/slow/{i}", settings=settings, session=session)
+                for i in range(12)
+            )
+        )
+    assert got == [PNG] * 12
+    assert state["peak"] == 3
+
+
+async def test_no_cookie_crosses_from_one_fetch_to_the_next(
+    counting_server: tuple[int, Any],
+) -> None:
+    port, state = counting_server
+    # A host name, not an IP: aiohttp's default jar ignores cookies from IP addresses anyway.
+    settings = _settings(fetch_allow_hosts=["localhost"])
+    async with make_fetch_session(settings) as session:  # one worker's shared session
+        await fetch_image(f"http://localhost:{port}/set-cookie", settings=settings, session=session)
+        await fetch_image(f"http://localhost:{port}/echo", settings=settings, session=session)
+        assert len(session.cookie_jar) == 0
+    async with aiohttp.ClientSession() as plain:  # the old default: the cookie travels
+        await (await plain.get(f"http://localhost:{port}/set-cookie")).read()
+        await (await plain.get(f"http://localhost:{port}/echo")).read()
+    assert state["cookies"] == [None, "session=job-a-secret"]

@@ -13,10 +13,10 @@ from PIL import Image
 
 from shared.errors import ImageTooLargeError
 from shared.images import prepare_image, target_size
-from shared.vision_tokens import VISION_SPECS, Detail, image_tokens
+from shared.vision_tokens import Detail, image_tokens, vision_models
 from tests.images import samples as s
 
-MODELS = sorted(VISION_SPECS)
+MODELS = vision_models()
 DETAILS: list[Detail] = ["low", "high", "auto"]
 sides = st.integers(min_value=1, max_value=20000)
 
@@ -80,7 +80,7 @@ def test_prepare_image_keeps_tokens(model: str, detail: Detail, w: int, h: int, 
         "shared.images.sources",
         "shared.images.fetch",
         "shared.images.hashing",
-        "shared.pricing",
+        "shared.catalogue",
     ],
 )
 def test_doctests(module: str) -> None:

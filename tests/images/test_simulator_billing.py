@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from shared.images import image_content_hash, prepare_image
 from shared.text_tokens import prompt_tokens
-from shared.vision_tokens import VISION_SPECS, Detail, image_tokens
+from shared.vision_tokens import Detail, image_tokens, vision_models
 from tests.images import samples as s
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ DETAILS: list[Detail] = ["low", "high", "auto"]
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    model=st.sampled_from(sorted(VISION_SPECS)),
+    model=st.sampled_from(vision_models()),
     detail=st.sampled_from(DETAILS),
     w=st.integers(min_value=1, max_value=3000),
     h=st.integers(min_value=1, max_value=3000),

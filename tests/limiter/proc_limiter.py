@@ -1,10 +1,12 @@
-"""One OS process hammering a RedisLimiter (run by the multi-process tests).
+"""One OS process using a RedisLimiter (run by the multi-process tests).
 
-    python -m tests.limiter.proc_limiter grants URL --seconds 3 --tpm 3000 --rpm 40 --window 1
+    python -m tests.limiter.proc_limiter grants URL --seconds 8 --tpm 24000 --size 10 --start-at T
+    python -m tests.limiter.proc_limiter hold URL --waiters 5 --size 5000
     python -m tests.limiter.proc_limiter cooldown-wait URL
 
-``grants`` prints a JSON list of [granted_at_ms, tokens]; ``cooldown-wait`` prints how long one
-acquire waited (seconds) and the cooldown it saw.
+``grants`` prints a JSON list of [granted_at_ms, tokens] (coroutines acquire bulk capacity in a
+loop, settle each grant); ``hold`` queues waiters, prints "queued" and waits (to be killed);
+``cooldown-wait`` prints how long one acquire waited (seconds) and the cooldown it saw.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import time
 
 import redis.asyncio as aioredis
@@ -23,32 +24,46 @@ from shared.limiter import LimitKey, LimitsConfig, ModelLimits, RedisLimiter
 KEY = LimitKey("gpt-4.1-mini", "0123456789abcdef")
 
 
-async def grants(args: argparse.Namespace) -> object:
-    cfg = LimitsConfig(
-        configured={KEY.model: ModelLimits(args.tpm, args.rpm)}, window_s=args.window, margin_s=0.0
+def _config(args: argparse.Namespace) -> LimitsConfig:
+    return LimitsConfig(
+        configured={KEY.model: ModelLimits(args.tpm, args.rpm)},
+        margin_s=0.0,
+        tenant_weights={"a": 3.0, "b": 1.0},
     )
-    lim = RedisLimiter(aioredis.Redis.from_url(args.url), cfg)
-    rng = random.Random(args.seed)
+
+
+async def grants(args: argparse.Namespace) -> object:
+    lim = RedisLimiter(aioredis.Redis.from_url(args.url), _config(args))
     got: list[list[int]] = []
-    # all processes start together: wait for the shared start time
-    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    await asyncio.sleep(max(0.0, args.start_at - time.time()))  # all processes start together
     deadline = time.monotonic() + args.seconds
 
     async def loop() -> None:
         while time.monotonic() < deadline:
-            n = rng.randint(20, 300)
             try:
-                r = await lim.acquire(KEY, n, timeout=max(0.01, deadline - time.monotonic()))
+                r = await lim.acquire(
+                    KEY, args.size, priority="bulk", tenant=args.tenant or None,
+                    timeout=max(0.01, deadline - time.monotonic()),
+                )  # fmt: skip
             except CapacityWaitTimeoutError:
                 return
-            if rng.random() < 0.2:  # some calls fail before admission: tokens come back
-                await lim.release(r, counted=False)
-            else:
-                await lim.settle(r, prompt_tokens=n, completion_tokens=0)
-                got.append([r.granted_at_ms, n])
+            await lim.settle(r, prompt_tokens=args.size, completion_tokens=0)
+            got.append([r.granted_at_ms, args.size])
 
     await asyncio.gather(*(loop() for _ in range(args.coroutines)))
     return got
+
+
+async def hold(args: argparse.Namespace) -> object:
+    lim = RedisLimiter(aioredis.Redis.from_url(args.url), _config(args))
+    tasks = [
+        asyncio.create_task(lim.acquire(KEY, args.size, priority="bulk"))
+        for _ in range(args.waiters)
+    ]
+    await asyncio.sleep(0.5)
+    print("queued", flush=True)
+    await asyncio.gather(*tasks)
+    return "granted"
 
 
 async def cooldown_wait(args: argparse.Namespace) -> object:
@@ -61,17 +76,18 @@ async def cooldown_wait(args: argparse.Namespace) -> object:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["grants", "cooldown-wait"])
+    p.add_argument("mode", choices=["grants", "hold", "cooldown-wait"])
     p.add_argument("url")
     p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--tpm", type=int, default=3000)
-    p.add_argument("--rpm", type=int, default=40)
-    p.add_argument("--window", type=float, default=1.0)
-    p.add_argument("--coroutines", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tpm", type=int, default=24_000)
+    p.add_argument("--rpm", type=int, default=100_000)
+    p.add_argument("--size", type=int, default=10)
+    p.add_argument("--coroutines", type=int, default=8)
+    p.add_argument("--waiters", type=int, default=5)
+    p.add_argument("--tenant", default="")
     p.add_argument("--start-at", type=float, default=0.0)
     args = p.parse_args()
-    fn = grants if args.mode == "grants" else cooldown_wait
+    fn = {"grants": grants, "hold": hold, "cooldown-wait": cooldown_wait}[args.mode]
     print(json.dumps(asyncio.run(fn(args))), flush=True)
 
 

@@ -57,7 +57,7 @@ def worker_factory(redis_url: str, tmp_path: Path) -> Iterator[WorkerFactory]:
         sim: Sim, *, concurrency: int = 16, wait_for_bindings: bool = True, **env: str
     ) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"worker{len(procs)}.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "producer.cli", "worker", "-c", str(concurrency),
+        cmd = [sys.executable, "-m", "imgq.cli", "worker", "-c", str(concurrency),
                "-l", "INFO", "-n", f"w{len(procs)}-{os.getpid()}@%h"]  # fmt: skip
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=worker_env(redis_url, sim, **env), stdout=log, stderr=log

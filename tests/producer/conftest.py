@@ -49,7 +49,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         sim = start_simulator("--latency-ms", "5", "--jitter-ms", "0", "--tpm", "10000000",
                               "--rpm", "100000", "--seed", "1")  # fmt: skip
         fh = open(log, "wb")  # noqa: SIM115 - closed below
-        cmd = [sys.executable, "-m", "producer.cli", "worker", "-c", "8", "-l", "INFO",
+        cmd = [sys.executable, "-m", "imgq.cli", "worker", "-c", "8", "-l", "INFO",
                "-n", f"producer-tests-{os.getpid()}@%h"]  # fmt: skip
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=worker_env(server.url, sim), stdout=fh, stderr=fh

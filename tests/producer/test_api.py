@@ -17,6 +17,7 @@ import pytest
 import redis
 from aiohttp.test_utils import TestClient, TestServer
 
+from producer import api as api_module
 from producer.api import create_app
 from shared.embedded_redis import free_port
 from shared.metrics import Metrics
@@ -312,3 +313,153 @@ async def test_healthz(idle: Any, api_factory: ApiFactory) -> None:
     resp = await dead.get("/healthz")
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == "storage_unavailable"
+
+
+# -- bounded resources (issue 10): no worker, the API on its own Redis ---------------------------
+@pytest.fixture
+async def bare(redis_url: str, api_factory: ApiFactory) -> AsyncIterator[tuple[TestClient, Any]]:  # type: ignore[type-arg]
+    """The API on a private Redis with nothing consuming; (client, async Redis for the test)."""
+    import redis.asyncio as aioredis
+
+    client = await api_factory(Settings(redis_url=redis_url), body_timeout=2.0)
+    r = aioredis.from_url(redis_url)
+    yield client, r
+    await r.aclose()
+
+
+async def _queued(r: Any, job_ids: list[str]) -> Any:
+    from shared.jobs import Result
+    from shared.storage import RedisResultStore
+
+    store = RedisResultStore(r, ttl_seconds=3600)
+    for j in job_ids:
+        await store.create(Result(job_id=j))
+    return store
+
+
+async def _finish(r: Any, store: Any, job_ids: list[str], *, publish: bool = True) -> None:
+    from shared.jobs import Result
+    from shared.storage import RedisJobEvents
+
+    events = RedisJobEvents(r)
+    for j in job_ids:
+        await store.put(Result(job_id=j, status="succeeded", output_text=f"done {j}"))
+        if publish:
+            await events.publish(j, "succeeded")
+
+
+async def _api_connections(r: Any) -> int:
+    """Connections to Redis other than the test's own (those are named)."""
+    clients = await r.client_list()
+    return sum(1 for c in clients if c.get("name") != "imgq-test")
+
+
+async def test_400_waiters_share_one_subscription_and_a_few_connections(bare: Any) -> None:
+    client, r = bare
+    await r.client_setname("imgq-test")
+    ids = [f"w-{i}" for i in range(400)]
+    store = await _queued(r, ids)
+    started = time.monotonic()
+    waits = [asyncio.create_task(client.get(f"/v1/jobs/{j}", params={"wait": "20"})) for j in ids]
+    await asyncio.sleep(2.0)  # every waiter is in
+    assert not any(t.done() for t in waits)
+    during = await _api_connections(r)
+    await _finish(r, store, ids)
+    answers = await asyncio.gather(*waits)
+    docs = [await a.json() for a in answers]
+    assert [a.status for a in answers] == [200] * 400, docs[:3]
+    assert [d["status"] for d in docs] == ["succeeded"] * 400
+    assert [d["output_text"] for d in docs] == [f"done {j}" for j in ids]
+    assert during <= Settings().api_redis_connections, during
+    assert time.monotonic() - started < 15  # events answered them, not the 20 s deadline
+    hub = client.server.app[api_module.HUB]
+    assert hub.subscriptions == 1 and hub.waiting == 0
+
+
+async def test_a_missed_event_is_caught_by_the_recheck(bare: Any) -> None:
+    client, r = bare
+    store = await _queued(r, ["quiet"])
+    task = asyncio.create_task(client.get("/v1/jobs/quiet", params={"wait": "10"}))
+    await asyncio.sleep(0.5)
+    await _finish(r, store, ["quiet"], publish=False)  # no event at all
+    resp = await asyncio.wait_for(task, 5)
+    assert (await resp.json())["status"] == "succeeded"
+
+
+async def test_waiters_survive_a_dropped_subscription(bare: Any) -> None:
+    client, r = bare
+    store = await _queued(r, ["a", "b"])
+    first = asyncio.create_task(client.get("/v1/jobs/a", params={"wait": "15"}))
+    await asyncio.sleep(1.0)
+    killed = await r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert killed >= 1
+    await _finish(r, store, ["a"])  # published while no subscription may exist: re-checked
+    resp = await asyncio.wait_for(first, 10)
+    assert (await resp.json())["status"] == "succeeded"
+    second = asyncio.create_task(client.get("/v1/jobs/b", params={"wait": "15"}))
+    await asyncio.sleep(0.5)
+    await _finish(r, store, ["b"])
+    resp = await asyncio.wait_for(second, 10)
+    assert (await resp.json())["status"] == "succeeded"
+    assert client.server.app[api_module.HUB].subscriptions >= 2
+
+
+async def test_a_trickled_body_is_cut_with_408(bare: Any) -> None:
+    client, _ = bare
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    await writer.drain()
+    started = time.monotonic()
+
+    async def trickle() -> None:  # 1 byte every 5 s, as a hostile caller would
+        while True:
+            await asyncio.sleep(5)
+            writer.write(b" ")
+            await writer.drain()
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        elapsed = time.monotonic() - started
+        length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+        body = json.loads(await reader.readexactly(length))
+    finally:
+        dripping.cancel()
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    assert body["error"]["code"] == "request_timeout"
+    assert 1.5 < elapsed < 6, elapsed  # the 2 s body timeout, not the caller's pace
+
+
+async def test_healthz_does_not_depend_on_any_job_id(bare: Any) -> None:
+    client, r = bare
+    # Whatever a caller stores under any id (here an unreadable record named like the old probe)
+    await r.set("imgq:result:healthz-probe", b"{not json", ex=3600)
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"ok": True}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for _ in range(depth):
+        doc = {"a": doc}
+    return doc
+
+
+@pytest.mark.parametrize("raw", [b"{not json", "deep"])
+async def test_unreadable_stored_result_is_a_typed_error_not_500(bare: Any, raw: Any) -> None:
+    client, r = bare
+    if raw == "deep":  # metadata nested past the parser's depth limit (issue 9's probe)
+        raw = json.dumps({"job_id": "bad", "status": "queued", "metadata": _nested(210)})
+    await r.set("imgq:result:bad", raw, ex=3600)
+    for params in ({}, {"wait": "1"}):
+        resp = await client.get("/v1/jobs/bad", params=params)
+        assert resp.status == 502, await resp.text()
+        assert (await resp.json())["error"]["code"] == "result_unreadable"
+    body = {"images": [data_url(make_image(9))], "prompt": PROMPT, "job_id": "bad"}
+    status, doc = await post_json(client, body)
+    assert status == 502 and doc["error"]["code"] == "result_unreadable"

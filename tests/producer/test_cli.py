@@ -1,4 +1,4 @@
-"""`imgq` run as a real process (``python -m producer.cli``) against the package's stack."""
+"""`imgq` run as a real process (``python -m imgq.cli``) against the package's stack."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from producer.cli import main
+from imgq.cli import main
 from producer.client import Client
 from shared.settings import Settings
 from tests.conftest import ROOT
@@ -25,7 +25,7 @@ PROMPT = "Describe this image."
 
 def imgq(stack: Stack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
+        [sys.executable, "-m", "imgq.cli", *args],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
@@ -52,6 +52,10 @@ def test_submit_folder_wait_output_jsonl(stack: Stack, tmp_path: Path) -> None:
     proc = imgq(stack, "submit", str(folder), "--prompt", PROMPT, "--wait", "--output", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "3 succeeded, 0 failed" in proc.stderr
+    # what the folder held but was not sent is named, with the reason
+    assert f"skipped {folder / 'notes.txt'}: unknown image extension .txt" in proc.stderr
+    assert f"skipped {folder / '.hidden.png'}: hidden file" in proc.stderr
+    assert f"skipped {folder / 'sub'}: a folder" in proc.stderr
     assert "jobs" in proc.stderr  # the progress bar goes to stderr
     assert proc.stdout == ""  # results went to the file
     lines = out.read_text().splitlines()
@@ -113,17 +117,21 @@ def test_status_and_result_of_an_unknown_job(stack: Stack) -> None:
         assert "no job no-such-job" in proc.stderr
 
 
-def test_submit_an_empty_folder_is_a_usage_error(stack: Stack, tmp_path: Path) -> None:
+def test_submit_a_folder_without_images_is_a_usage_error(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "scan.pdf").write_bytes(b"%PDF-1.4")
+    (tmp_path / "logo.svg").write_text("<svg/>")
     proc = imgq(stack, "submit", str(tmp_path), "--prompt", PROMPT)
     assert proc.returncode == 2
     assert "no images found" in proc.stderr
+    assert f"skipped {tmp_path / 'logo.svg'}: unknown image extension .svg" in proc.stderr
+    assert f"skipped {tmp_path / 'scan.pdf'}: unknown image extension .pdf" in proc.stderr
 
 
 def test_estimate_on_a_generated_image(tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (1024, 1024), "red").save(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "estimate", "--json", "-m", "gpt-4o", "-d", "high",
+        [sys.executable, "-m", "imgq.cli", "estimate", "--json", "-m", "gpt-4o", "-d", "high",
          str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -138,7 +146,7 @@ def test_estimate_on_a_generated_image(tmp_path: Path) -> None:
 
 def test_top_level_help_in_a_process() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "producer.cli", "--help"],
+        [sys.executable, "-m", "imgq.cli", "--help"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0

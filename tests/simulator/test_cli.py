@@ -24,6 +24,8 @@ FLAGS = (
     "--max-image-mb",
     "--max-request-image-mb",
     "--max-images",
+    "--extra-model",
+    "--ipm",
     "--log-level",
 )
 

@@ -1,58 +1,69 @@
-"""The `imgq` command line: workers, submitting, results, the demo, the simulator and tools."""
+"""The `imgq` command line: workers, submitting, results, the demo, the simulator and tools.
+
+An entry point: it may start what the library never does on its own (the embedded Redis when
+``IMGQ_REDIS_URL`` is unset, worker processes, the simulator). Every heavy import happens inside
+the command that needs it, so ``imgq --help`` stays instant.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".heic", ".heif", ".avif", ".tif",
-                  ".tiff", ".bmp"}  # fmt: skip
+from imgq.inputs import expand_inputs
+from imgq.lazy_group import LazyGroup
 
-
-def _settings() -> Any:
+if TYPE_CHECKING:
+    from shared.jobs import Result
     from shared.settings import Settings
 
-    return Settings()
+
+def _settings(*, embedded_redis: bool = True) -> Settings:
+    """Settings from the environment; with IMGQ_REDIS_URL unset, the shared embedded Redis."""
+    from shared.embedded_redis import with_embedded_redis
+    from shared.settings import Settings
+
+    settings = Settings()
+    return with_embedded_redis(settings) if embedded_redis else settings
 
 
-def expand_inputs(items: tuple[str, ...]) -> Iterator[str]:
-    """Paths and URLs as given; a folder becomes every image file in it (sorted, not hidden)."""
-    for item in items:
-        path = Path(item)
-        if "://" not in item and path.is_dir():
-            for child in sorted(path.iterdir()):
-                if (
-                    child.is_file()
-                    and not child.name.startswith(".")
-                    and (child.suffix.lower() in IMAGE_SUFFIXES)
-                ):
-                    yield str(child)
-        else:
-            yield item
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="imgq")
 def main() -> None:
     """imgq: image jobs -> OpenAI vision results, at fleet-wide TPM/RPM limits.
 
-    Configuration comes from the environment: IMGQ_REDIS_URL (unset: an embedded Redis),
-    IMGQ_BROKER_URL, OPENAI_API_KEY, OPENAI_BASE_URL, IMGQ_MODEL_LIMITS, IMGQ_METRICS_PORT.
+    Configuration comes from the environment: IMGQ_REDIS_URL (unset: an embedded Redis, kept in
+    IMGQ_DATA_DIR), IMGQ_BROKER_URL, OPENAI_API_KEY, OPENAI_BASE_URL, IMGQ_MODEL_LIMITS,
+    IMGQ_METRICS_PORT, IMGQ_LOG_LEVEL.
     """
+
+
+# -- commands that live in their own modules -----------------------------------------------------
+# One line per command: name, "module:click_command", the short help shown by `imgq --help`.
+# The module is imported only when the command runs (or its own --help is asked for). A command
+# that needs Redis gets it with `with_embedded_redis(Settings())` (shared/embedded_redis.py).
+main.add_lazy_command("sim", "simulator.cli:sim", "Run the OpenAI-compatible simulator.")
+main.add_lazy_command("estimate", "producer.estimate:estimate", "Tokens and cost per image, before any run.")  # fmt: skip
+main.add_lazy_command("limits", "producer.limits_cmd:limits", "Show the fleet-wide limits and their use.")  # fmt: skip
+main.add_lazy_command("dlq", "producer.dlq_cmd:dlq", "Dead-lettered jobs: list, show, retry, purge.")  # fmt: skip
+main.add_lazy_command("generate", "producer.generate_cmd:generate", "Make images from a prompt (gpt-image-1, DALL·E).")  # fmt: skip
+main.add_lazy_command("edit", "producer.generate_cmd:edit", "Edit images (optional mask) as a prompt says.")  # fmt: skip
+main.add_lazy_command("batches", "producer.batches_cmd:batches", "Batch API batches: list, show, cancel, flush.")  # fmt: skip
 
 
 @main.command()
 @click.option("--concurrency", "-c", type=int, default=None, help="Jobs in progress at once.")
 @click.option("--queues", "-Q", default="interactive,bulk", show_default=True,
               help="Queues to consume, highest priority first.")  # fmt: skip
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--loglevel", "-l", default=None, help="Log level (default: IMGQ_LOG_LEVEL, INFO).")
 @click.option("--hostname", "-n", default=None, help="Celery node name.")
-def worker(concurrency: int | None, queues: str, loglevel: str, hostname: str | None) -> None:
+def worker(
+    concurrency: int | None, queues: str, loglevel: str | None, hostname: str | None
+) -> None:
     """Run a worker process (Celery threads pool + one asyncio loop)."""
     from workers.main import run_worker
 
@@ -65,6 +76,10 @@ def worker(concurrency: int | None, queues: str, loglevel: str, hostname: str | 
     )
 
 
+def _report_skip(path: Path, why: str) -> None:
+    click.echo(f"skipped {path}: {why}", err=True)
+
+
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--prompt", "-p", required=True, help="What to ask about each image.")
@@ -75,6 +90,8 @@ def worker(concurrency: int | None, queues: str, loglevel: str, hostname: str | 
 @click.option("--max-output-tokens", type=int, default=None)
 @click.option("--priority", type=click.Choice(["interactive", "bulk"]), default="interactive",
               show_default=True)  # fmt: skip
+@click.option("--route", type=click.Choice(["online", "batch", "auto"]), default="online",
+              show_default=True, help="batch: OpenAI's Batch API, half price, within 24 h.")  # fmt: skip
 @click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON schema file for structured output.")  # fmt: skip
 @click.option("--together", is_flag=True, help="One job with all images, not one job each.")
@@ -90,22 +107,27 @@ def submit(
     api: str,
     max_output_tokens: int | None,
     priority: str,
+    route: str,
     schema_file: str | None,
     together: bool,
     wait_: bool,
     timeout: float | None,
     output: str | None,
 ) -> None:
-    """Submit images (files, folders, http(s) or s3:// URLs) as jobs; prints the job ids."""
+    """Submit images (files, folders, http(s) or s3:// URLs) as jobs; prints the job ids.
+
+    A folder gives its image files (by extension, not recursive); what it skips is named on
+    stderr with the reason.
+    """
     from producer.client import Client, SubmitRequest
 
-    sources = list(expand_inputs(inputs))
+    sources = list(expand_inputs(inputs, on_skip=_report_skip))
     if not sources:
         raise click.UsageError("no images found in the given inputs")
     schema = json.loads(Path(schema_file).read_text()) if schema_file else None
     common: dict[str, Any] = dict(
         prompt=prompt, model=model, detail=detail, api=api, max_output_tokens=max_output_tokens,
-        priority=priority, json_schema=schema,
+        priority=priority, json_schema=schema, route=route,
     )  # fmt: skip
     groups = [sources] if together else [[s] for s in sources]
     with Client(_settings()) as client:
@@ -145,7 +167,7 @@ def submit(
             sys.exit(1)
 
 
-def _get(job_id: str) -> Any:
+def _get(job_id: str) -> Result:
     from producer.client import Client
 
     with Client(_settings()) as client:
@@ -166,9 +188,21 @@ def status(job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id")
-def result(job_id: str) -> None:
-    """Print a job's result as JSON."""
-    click.echo(_get(job_id).model_dump_json(indent=2))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Save a generate/edit job's images into this folder.")  # fmt: skip
+def result(job_id: str, out_dir: str | None) -> None:
+    """Print a job's result as JSON (with --out: save its generated images, print their paths)."""
+    r = _get(job_id)
+    if out_dir is None:
+        click.echo(r.model_dump_json(indent=2))
+        return
+    if r.status != "succeeded":
+        raise click.ClickException(f"job {job_id} is {r.status}: no images to save")
+    from producer.client import Client
+
+    with Client(_settings()) as client:
+        for path in client.save_images(job_id, out_dir):
+            click.echo(str(path))
 
 
 @main.command()
@@ -177,33 +211,27 @@ def result(job_id: str) -> None:
               help="Folder of images (default: the bundled samples).")  # fmt: skip
 def demo(n_workers: int, image_dir: str | None) -> None:
     """Run the whole pipeline on embedded defaults and show the results."""
-    from producer.demo import run_demo
+    from imgq.demo import run_demo
 
-    sys.exit(run_demo(_settings(), workers=n_workers, image_dir=image_dir))
+    # The demo starts its own Redis (persistent in IMGQ_DATA_DIR) when IMGQ_REDIS_URL is unset.
+    sys.exit(run_demo(_settings(embedded_redis=False), workers=n_workers, image_dir=image_dir))
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, type=int, show_default=True)
-def api(host: str, port: int) -> None:
+@click.option("--loglevel", "-l", default=None, help="Log level (default: IMGQ_LOG_LEVEL, INFO).")
+def api(host: str, port: int, loglevel: str | None) -> None:
     """Serve the HTTP API (submit jobs, read results)."""
+    import logging
+
     from producer.api import run_api
 
-    run_api(_settings(), host=host, port=port)
+    settings = _settings()
+    logging.basicConfig(level=(loglevel or settings.log_level).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
+    run_api(settings, host=host, port=port)
 
-
-def _register_optional() -> None:
-    # Commands that live in their own modules; imported lazily so `imgq --help` stays fast.
-    from producer.estimate import estimate
-    from producer.limits_cmd import limits
-    from simulator.cli import sim
-
-    main.add_command(sim, "sim")
-    main.add_command(estimate, "estimate")
-    main.add_command(limits, "limits")
-
-
-_register_optional()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

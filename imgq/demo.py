@@ -1,8 +1,10 @@
 """`imgq demo`: the whole pipeline on embedded defaults, from a fresh machine, then shut down.
 
-Starts its own Redis, the simulator when ``OPENAI_API_KEY`` is unset (a real OpenAI or
-OpenAI-compatible endpoint when it is set), two worker processes; submits the bundled sample
-images; shows progress, a results table and a metrics summary; stops everything it started.
+Starts its own Redis when ``IMGQ_REDIS_URL`` is unset (append-only file in
+``<IMGQ_DATA_DIR>/demo/redis``: what Redis held survives a crash and restart), the simulator when
+``OPENAI_API_KEY`` is unset (a real OpenAI or OpenAI-compatible endpoint when it is set), two worker
+processes; submits the bundled sample images; shows progress, a results table and a metrics
+summary; stops everything it started. Logs go to ``<IMGQ_DATA_DIR>/demo/logs``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import click
 
+from imgq.inputs import expand_inputs
 from shared.embedded_redis import EmbeddedRedis, free_port, wait_for_port
 from shared.jobs import Result
 from shared.settings import Settings
@@ -75,7 +78,8 @@ def _table(results: list[Result]) -> None:
         else:
             text = (r.output_text or "").splitlines()[-1] if r.output_text else ""
         tokens = r.usage.input_tokens + r.usage.output_tokens
-        click.echo(f"{src:<26} {r.status:<10} {tokens:>7} {r.cost_usd:>9.5f}  {text[:52]}")
+        cost = "-" if r.cost_usd is None else f"{r.cost_usd:.5f}"  # None: the price is unknown
+        click.echo(f"{src:<26} {r.status:<10} {tokens:>7} {cost:>9}  {text[:52]}")
 
 
 def _summary(results: list[Result], wall: float, worker_ports: list[int]) -> None:
@@ -96,7 +100,9 @@ def _summary(results: list[Result], wall: float, worker_ports: list[int]) -> Non
     click.echo(f"  tokens: input {sum(r.usage.input_tokens for r in ok)},"
                f" output {sum(r.usage.output_tokens for r in ok)},"
                f" of which image {sum(r.usage.image_tokens for r in ok)}")  # fmt: skip
-    click.echo(f"  cost: ${sum(r.cost_usd for r in results):.5f}")
+    unknown = sum(r.cost_usd is None for r in ok)  # a model with no configured price
+    note = f" ({unknown} succeeded jobs without a known price)" if unknown else ""
+    click.echo(f"  cost: ${sum(r.cost_usd or 0.0 for r in results):.5f}{note}")
     if api:
         click.echo(f"  API latency p50 {statistics.median(api) * 1000:.0f} ms;"
                    f" submit->result p50 {statistics.median(e2e) * 1000:.0f} ms")  # fmt: skip
@@ -107,11 +113,11 @@ def _summary(results: list[Result], wall: float, worker_ports: list[int]) -> Non
     )
 
 
-def _wait_for_workers(broker_url: str, n: int, timeout: float = 60.0) -> None:
+def _wait_for_workers(settings: Settings, broker_url: str, n: int, timeout: float = 60.0) -> None:
     """Until ``n`` workers answer a control ping, so timings show the pipeline, not start-up."""
-    from workers.celery_app import create_celery
+    from shared.broker import create_celery
 
-    app = create_celery(Settings(), broker_url)
+    app = create_celery(settings, broker_url)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -123,17 +129,17 @@ def _wait_for_workers(broker_url: str, n: int, timeout: float = 60.0) -> None:
 
 
 def run_demo(settings: Settings, *, workers: int = 2, image_dir: str | None = None) -> int:
-    from producer.cli import expand_inputs
     from producer.client import Client, SubmitRequest
 
     env = dict(os.environ)
     stack = contextlib.ExitStack()
-    logs = Path(os.environ.get("IMGQ_DEMO_LOGS", ".cache/demo"))
+    logs = settings.data_dir / "demo" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with stack:
         redis_url = settings.redis_url
         if not redis_url:
-            redis_url = stack.enter_context(EmbeddedRedis()).url
+            redis_dir = settings.data_dir / "demo" / "redis"
+            redis_url = stack.enter_context(EmbeddedRedis(data_dir=redis_dir)).url
             click.echo(f"Redis: embedded, {redis_url}")
         env["IMGQ_REDIS_URL"] = redis_url
         if settings.openai_api_key is None:
@@ -153,13 +159,13 @@ def run_demo(settings: Settings, *, workers: int = 2, image_dir: str | None = No
         ports = [free_port() for _ in range(workers)]
         for i, mport in enumerate(ports):
             wenv = dict(env, IMGQ_METRICS_PORT=str(mport))
-            cmd = [sys.executable, "-m", "producer.cli", "worker", "-c", "32", "-n",
+            cmd = [sys.executable, "-m", "imgq.cli", "worker", "-c", "32", "-n",
                    f"demo{i}@%h", "-l", "WARNING"]  # fmt: skip
             stack.enter_context(_process(cmd, wenv, logs / f"worker{i}.log"))
-        _wait_for_workers(redis_url, workers)
+        run_settings = settings.model_copy(update={"redis_url": redis_url})
+        _wait_for_workers(run_settings, run_settings.effective_broker_url or redis_url, workers)
         click.echo(f"Workers: {workers} processes ready (logs in {logs}/)")
         sources = list(expand_inputs((image_dir or str(SAMPLES),)))
-        run_settings = Settings(redis_url=redis_url)
         started = time.monotonic()
         with Client(run_settings) as client:
             ids = client.submit_many(

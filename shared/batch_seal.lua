@@ -1,0 +1,30 @@
+-- Move pending jobs into a new batch record in one step (crash-safe: all or nothing).
+-- KEYS: pending hash, batch hash, batch jobs hash, active set, batches index (zset)
+-- ARGV: batch id, created_at, ttl seconds, member key prefix, record JSON (flat object),
+--       then the job ids
+local n, tokens, bytes = 0, 0, 0
+for i = 6, #ARGV do
+  local v = redis.call('HGET', KEYS[1], ARGV[i])
+  if v then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HSET', KEYS[3], ARGV[i], v)
+    redis.call('SET', ARGV[4] .. ARGV[i], ARGV[1], 'EX', ARGV[3])
+    local e = cjson.decode(v)
+    n = n + 1
+    tokens = tokens + (e['tokens'] or 0)
+    bytes = bytes + (e['bytes'] or 0)
+  end
+end
+if n == 0 then
+  return 0
+end
+local rec = cjson.decode(ARGV[5])
+for k, v in pairs(rec) do
+  redis.call('HSET', KEYS[2], k, tostring(v))
+end
+redis.call('HSET', KEYS[2], 'jobs', n, 'tokens', tokens, 'bytes', bytes)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+return n
