@@ -25,6 +25,7 @@ QUICK_ARGS = {
     "overhead": ["--quick"],
     "inflight": ["--quick"],
     "resources": ["--quick"],
+    "batch": ["--quick"],
 }
 
 

@@ -6,6 +6,8 @@
     GET  /v1/jobs/{job_id}     the result document; ?wait=SECONDS waits for a terminal status
     GET  /healthz              Redis reachable
     GET  /metrics              Prometheus metrics of this API process
+    POST /v1/images/generations, /v1/images/edits, GET /v1/jobs/{id}/images/{i}
+                               image generation jobs (producer/api_images.py)
 
 Bounded whatever the callers do: one process holds at most ``api_redis_connections`` Redis
 connections (a blocking pool; callers queue for it), every ``?wait`` shares ONE subscription

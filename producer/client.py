@@ -44,6 +44,7 @@ from shared.images import BytesSource, S3Source, UrlSource, parse_source
 from shared.jobs import Api, ErrorInfo, ImageSpec, Job, Priority, Result, Route, new_job_id
 from shared.jobstate import record_submitted, state_key
 from shared.loop_thread import LoopThread
+from shared.redact import redact_source
 from shared.settings import Settings
 from shared.storage import ImageStore, JobEvents, ResultStore, build_stores, iter_results
 from shared.vision_tokens import Detail
@@ -80,13 +81,15 @@ class SubmitRequest:
     generation: GenerationOptions | None = None
     mask: ImageLike | None = None
     responses_model: str | None = None  # generate via the Responses image_generation tool
+    tenant: str | None = None  # issue 11: set by the HTTP API from the caller's key
 
 
 def _describe(value: ImageLike) -> str | None:
     if isinstance(value, bytes):
         return None
     text = os.fspath(value)
-    return text if len(text) < 2048 and not text.startswith("data:") else None
+    # Echoed in results: never a URL's credentials or (presigned) query string (issue 11).
+    return redact_source(text) if len(text) < 2048 and not text.startswith("data:") else None
 
 
 class AsyncClient:
@@ -291,6 +294,7 @@ class AsyncClient:
                 max_image_tokens=req.max_image_tokens,
                 dedup=req.dedup,
                 route=req.route,
+                tenant=req.tenant,
             )
         except ValueError as exc:
             raise errors.InvalidJobError(f"invalid job: {exc}") from exc

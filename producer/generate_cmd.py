@@ -77,6 +77,9 @@ def _finish(client: Any, job_id: str, out_dir: str | None, timeout: float) -> No
 
 @click.command()
 @click.argument("prompt")
+@click.option("--responses-model", default=None,
+              help="Draw through the Responses API's image_generation tool on this model "
+                   "(e.g. gpt-4.1-mini; one image per job).")  # fmt: skip
 @_image_options
 def generate(
     prompt: str, out_dir: str | None, timeout: float, priority: str, **options: Any

@@ -12,6 +12,7 @@ and masks that are not PNG with alpha at the image's size (``invalid_image``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,7 +114,8 @@ async def build_generation_job(
     if edit:
         datas = [_read_input(v, settings, trusted, "images") for v in images]
         mask_data = _read_input(mask, settings, trusted, "mask") if mask is not None else None
-        _, problem = check_edit_inputs(options.model, datas, mask_data)
+        # Decoding is CPU work: off the event loop (the HTTP API serves others meanwhile).
+        _, problem = await asyncio.to_thread(check_edit_inputs, options.model, datas, mask_data)
         if problem is not None:
             raise errors.InvalidImageError(f"{problem.param}: {problem.message}")
         for value, data in zip(images, datas, strict=True):

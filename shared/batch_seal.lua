@@ -1,9 +1,10 @@
 -- Move pending jobs into a new batch record in one step (crash-safe: all or nothing).
--- KEYS: pending hash, batch hash, batch jobs hash, active set, batches index (zset)
+-- KEYS: pending hash, batch hash, batch jobs hash, active set, batches index (zset),
+--       group stats hash
 -- ARGV: batch id, created_at, ttl seconds, member key prefix, record JSON (flat object),
---       then the job ids
+--       the oldest remaining job's queued-at ('' if none), then the job ids
 local n, tokens, bytes = 0, 0, 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then
     redis.call('HDEL', KEYS[1], ARGV[i])
@@ -17,6 +18,14 @@ for i = 6, #ARGV do
 end
 if n == 0 then
   return 0
+end
+redis.call('HINCRBY', KEYS[6], 'count', -n)
+redis.call('HINCRBY', KEYS[6], 'bytes', -bytes)
+redis.call('HINCRBY', KEYS[6], 'tokens', -tokens)
+if ARGV[6] == '' then
+  redis.call('HDEL', KEYS[6], 'first_at')
+else
+  redis.call('HSET', KEYS[6], 'first_at', ARGV[6])
 end
 local rec = cjson.decode(ARGV[5])
 for k, v in pairs(rec) do

@@ -7,6 +7,7 @@ a step twice. Keys (``<g>`` = ``account|model|endpoint``, the account a key fing
 
   imgq:bq:groups              set of groups with pending jobs
   imgq:bq:pending:<g>         hash job id -> entry JSON {job, tokens, bytes, at}
+  imgq:bq:stats:<g>           hash count, bytes, tokens, first_at of the pending jobs
   imgq:bq:line:<job>          the job's Batch API request line (JSONL, images inlined)
   imgq:bq:member:<job>        "pending" or the batch id: a job joins one batch, once
   imgq:bq:batch:<id>          hash: the batch record (state, file_id, openai_batch_id, ...)
@@ -54,6 +55,25 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+_FORGET = """
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """What a group holds, kept by the enqueue/seal scripts: read without reading the jobs."""
+
+    count: int
+    size: int  # bytes of its request lines
+    tokens: int
+    first_at: float | None  # when its oldest job was queued
+
+
 @dataclass(frozen=True)
 class Entry:
     """One job waiting in a group or held by a batch."""
@@ -84,12 +104,16 @@ class BatchStore:
         self._seal = r.register_script(load_lua("shared", "batch_seal.lua"))
         self._cas = r.register_script(load_lua("shared", "batch_cas.lua"))
         self._unseal = r.register_script(load_lua("shared", "batch_unseal.lua"))
+        self._forget = r.register_script(_FORGET)
 
     # -- pending jobs ------------------------------------------------------------------------
     async def enqueue(self, job_id: str, group: str, entry: Entry, line: bytes) -> bool:
         """Queue a job for its group; False when it is already pending or in a batch."""
-        keys = [MEMBER + job_id, P + "pending:" + group, P + "line:" + job_id, GROUPS]
-        args: list[str | bytes | int] = [job_id, entry.dumps(), line, group, self.ttl]
+        keys = [MEMBER + job_id, P + "pending:" + group, P + "line:" + job_id, GROUPS,
+                P + "stats:" + group]  # fmt: skip
+        args: list[str | bytes | int | float] = [
+            job_id, entry.dumps(), line, group, self.ttl, entry.size, entry.tokens, entry.at
+        ]  # fmt: skip
         return bool(await self._enqueue(keys=keys, args=args))
 
     async def member(self, job_id: str) -> str | None:
@@ -109,9 +133,20 @@ class BatchStore:
             n += int(await self.r.hlen(P + "pending:" + g))  # type: ignore[misc]
         return n
 
+    async def group_stats(self, group: str) -> GroupStats:
+        raw = await self.r.hgetall(P + "stats:" + group)  # type: ignore[misc]
+        d = {_s(k): _s(v) for k, v in raw.items()}
+        return GroupStats(
+            count=int(d.get("count") or 0),
+            size=int(d.get("bytes") or 0),
+            tokens=int(d.get("tokens") or 0),
+            first_at=float(d["first_at"]) if d.get("first_at") else None,
+        )
+
     async def forget_group_if_empty(self, group: str) -> None:
-        if not await self.r.hlen(P + "pending:" + group):  # type: ignore[misc]
-            await self.r.srem(GROUPS, group)  # type: ignore[misc]
+        # One script: an enqueue between "is it empty?" and "forget it" must not be lost.
+        await self._forget(keys=[P + "pending:" + group, GROUPS, P + "stats:" + group],
+                           args=[group])  # fmt: skip
 
     async def lines(self, job_ids: list[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -125,8 +160,13 @@ class BatchStore:
             await self.r.delete(*[P + "line:" + j for j in job_ids[i : i + 500]])
 
     # -- batches -----------------------------------------------------------------------------
-    async def seal(self, group: str, bid: str, job_ids: list[str]) -> int:
-        """Move ``job_ids`` from the group into a new batch ``bid`` (state ``sealed``)."""
+    async def seal(
+        self, group: str, bid: str, job_ids: list[str], *, next_first_at: float | None
+    ) -> int:
+        """Move ``job_ids`` from the group into a new batch ``bid`` (state ``sealed``).
+
+        ``next_first_at``: when the oldest job left in the group was queued (None: none left).
+        """
         account, model, endpoint = split_group(group)
         now = time.time()
         record = {
@@ -134,14 +174,17 @@ class BatchStore:
             "endpoint": endpoint, "created_at": now, "updated_at": now, "attempt": 1,
         }  # fmt: skip
         keys = [P + "pending:" + group, P + "batch:" + bid, P + "batch:" + bid + ":jobs",
-                ACTIVE, BATCHES]  # fmt: skip
-        args: list[str | float | int] = [bid, now, self.ttl, MEMBER, json.dumps(record), *job_ids]
+                ACTIVE, BATCHES, P + "stats:" + group]  # fmt: skip
+        first = "" if next_first_at is None else repr(next_first_at)
+        args: list[str | float | int] = [
+            bid, now, self.ttl, MEMBER, json.dumps(record), first, *job_ids
+        ]  # fmt: skip
         return int(await self._seal(keys=keys, args=args))
 
     async def unseal(self, bid: str, group: str, expected: str) -> int:
         """Give the batch's jobs back to the group (to be sealed smaller); -1: state changed."""
         keys = [P + "batch:" + bid, P + "batch:" + bid + ":jobs", P + "pending:" + group,
-                GROUPS, ACTIVE]  # fmt: skip
+                GROUPS, ACTIVE, P + "stats:" + group]  # fmt: skip
         args: list[str | float | int] = [expected, bid, group, MEMBER, self.ttl, time.time()]
         return int(await self._unseal(keys=keys, args=args))
 

@@ -38,7 +38,10 @@
         ├── JobExpiredError            expired              (not finished by its deadline)
         ├── BatchExpiredError          batch_expired        (its Batch API batch expired; not re-routed)
         ├── BatchFailedError           batch_failed         (its Batch API batch failed; not re-routed)
-        └── BatchCancelledError        batch_cancelled      (its Batch API batch was cancelled)
+        ├── BatchCancelledError        batch_cancelled      (its Batch API batch was cancelled)
+        ├── QuotaExceededError         quota_exceeded       (the API key may not: model, output, priority)
+        ├── BudgetExceededError        budget_exceeded      (the API key's cost budget is spent)
+        └── JobCancelledError          cancelled            (cancelled by its owner while queued)
 
 Example:
     >>> try:
@@ -58,6 +61,7 @@ __all__ = [
     "BatchCancelledError",
     "BatchExpiredError",
     "BatchFailedError",
+    "BudgetExceededError",
     "CapacityWaitTimeoutError",
     "ConfigurationError",
     "ImageError",
@@ -70,6 +74,7 @@ __all__ = [
     "InvalidImageError",
     "InvalidJobError",
     "InvalidJsonSchemaError",
+    "JobCancelledError",
     "JobTooLargeError",
     "ModerationBlockedError",
     "NotFoundError",
@@ -77,6 +82,7 @@ __all__ = [
     "PermanentError",
     "PermissionDeniedError",
     "PromptContainsImageError",
+    "QuotaExceededError",
     "RateLimitedError",
     "RequestTooLargeError",
     "RetryableError",
@@ -267,3 +273,16 @@ class BatchFailedError(PermanentError):
 
 class BatchCancelledError(PermanentError):
     code = "batch_cancelled"
+
+
+# -- issue 11: per API key quotas and budgets, and cancelling (the HTTP API) -------------------
+class QuotaExceededError(PermanentError):
+    code = "quota_exceeded"
+
+
+class BudgetExceededError(PermanentError):
+    code = "budget_exceeded"
+
+
+class JobCancelledError(PermanentError):
+    code = "cancelled"

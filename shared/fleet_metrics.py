@@ -23,17 +23,17 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from redis.exceptions import LockError, RedisError
 
 from shared.broker import QUEUES
+from shared.dlq import DLQ_KEY
 from shared.errors import ImgqError
 from shared.limiter import LimitsConfig, LimitSnapshot, RedisLimiter
 from shared.metrics import LabelGuard
 from shared.queue_stats import UNACKED_KEY, read_queue_stats
 from shared.settings import Settings
 
-__all__ = ["DLQ_KEY", "LEASE_KEY", "FleetCollector", "FleetLease"]
+__all__ = ["FAMILIES", "LEASE_KEY", "FleetCollector", "FleetLease"]
 
 log = logging.getLogger(__name__)
 LEASE_KEY = "imgq:metrics:fleet-exporter"
-DLQ_KEY = "imgq:dlq"  # sorted set of dead-lettered jobs (RELIABILITY.md)
 SOCKET_TIMEOUT_S = 2.0
 
 
@@ -151,7 +151,7 @@ class FleetCollector:
                 fams["queue_unacked"].add_metric([], broker.hlen(UNACKED_KEY))
             fams["dead_letters"].add_metric([], r.zcard(DLQ_KEY))
             for model, snaps in self._limit_snapshots().items():
-                self._add_limits(fams, self._guard("model", model), snaps)
+                self._add_limits(fams, model, snaps)
         except (RedisError, OSError, ImgqError) as exc:  # the limiter wraps Redis errors
             log.warning("fleet metrics: Redis unavailable (%s)", type(exc).__name__)
             return
@@ -177,7 +177,7 @@ class FleetCollector:
         add("limiter_cooldown_seconds", max(s.cooldown_s for s in snaps))
 
     def _limit_snapshots(self) -> dict[str, list[LimitSnapshot]]:
-        """Every limit any worker registered, by model (accounts summed: one label per model)."""
+        """Every limit any worker registered, by `model` label value (accounts summed)."""
 
         async def read() -> list[LimitSnapshot]:
             import redis.asyncio as aioredis
@@ -191,7 +191,9 @@ class FleetCollector:
 
         by_model: dict[str, list[LimitSnapshot]] = {}
         for snap in asyncio.run(read()):  # the scrape thread has no loop of its own
-            by_model.setdefault(snap.key.model, []).append(snap)
+            # Grouped by the label value: two names may map to one (a dated snapshot, "other"),
+            # and one series per label set is all an exposition may hold.
+            by_model.setdefault(self._guard("model", snap.key.model), []).append(snap)
         return by_model
 
     def close(self) -> None:

@@ -59,6 +59,7 @@ class Job(BaseModel):
     # Image generation (issue 15): kind != analyze runs workers/generate.py with these options.
     kind: Kind = "analyze"
     generation: GenerationSpec | None = None
+    tenant: str | None = None  # issue 11: the API key's tenant (scopes dedup; None: direct use)
 
     @model_validator(mode="after")
     def _images_for_kind(self) -> Job:

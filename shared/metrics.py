@@ -241,7 +241,9 @@ class Metrics:
             "batches", "Unfinished Batch API batches by status (imgq state before creation).",
             ("status",),
         )  # fmt: skip
-        self.jobs_waiting = gauge("jobs_waiting", "Jobs waiting for an answer, by route.", ("route",))
+        self.jobs_waiting = gauge(
+            "jobs_waiting", "Jobs waiting for an answer, by route.", ("route",)
+        )
         self.batch_savings_usd_total = counter(
             "batch_savings_usd_total", "USD saved by the Batch API against the online price."
         )
@@ -297,8 +299,8 @@ def start_metrics_server(
     """Serve `registry` on http://addr:port/metrics in a daemon thread.
 
     With `port_span` > 1 the first free port of [port, port + port_span) is taken, so several
-    processes on one host can share one `IMGQ_METRICS_PORT` (see the README, "Deployment and monitoring"). Port 0 picks
-    any free port; the bound one is `.port`.
+    processes on one host can share one `IMGQ_METRICS_PORT` (see the README, "Operating imgq").
+    Port 0 picks any free port; the bound one is `.port`.
     """
     last: OSError | None = None
     for candidate in range(port, port + max(1, port_span)):

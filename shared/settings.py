@@ -129,6 +129,27 @@ class Settings(BaseSettings):
         default=30.0, description="time allowed to read one request body; then 408"
     )
 
+    # -- the HTTP API as a shared service (issue 11: keys, tenants, edge, budgets, webhooks) --
+    api_auth: Literal["on", "off"] = Field(
+        default="on",
+        description="off: no API keys, every caller is one tenant (local use only; logged loudly)",
+    )
+    api_metrics_port: int | None = Field(
+        default=None, description="serve the API's /metrics here without a key (internal network)"
+    )
+    api_cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed to call the API (none: CORS off)"
+    )
+    api_batch_max_jobs: int = Field(default=100, ge=1, description="jobs in one POST /v1/jobs/batch")
+    api_max_field_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1, description="one non-file multipart field or JSON string"
+    )
+    webhook_max_attempts: int = Field(default=8, ge=1, description="deliveries of one webhook")
+    webhook_lifetime_seconds: float = Field(
+        default=3600.0, description="a webhook not delivered within this long is dropped"
+    )
+    webhook_timeout_seconds: float = 10.0
+
     # -- workers and metrics ------------------------------------------------------------------
     worker_concurrency: int = 256
     metrics_port: int | None = None
@@ -175,6 +196,11 @@ class Settings(BaseSettings):
     batch_fallback: Literal["online", "fail"] = Field(
         default="online",
         description="jobs of an expired/failed batch: re-route online, or fail batch_expired/_failed",
+    )
+
+    # -- image generation (issue 15: generate/edit jobs) --------------------------------------
+    presigned_url_seconds: int = Field(
+        default=3600, ge=1, description="Life of the presigned URLs of generated images (S3)"
     )
 
     # -- embedded Redis (the `imgq` command line only, when IMGQ_REDIS_URL is unset) ----------

@@ -12,7 +12,8 @@ images-per-minute bucket per model (``--ipm``), with ``x-ratelimit-*-images`` he
 Moderation: a prompt containing ``images_state.MODERATION_TRIGGER`` is refused with a 400
 ``moderation_blocked``, as OpenAI's safety system refuses a prompt.
 
-Seen images are counted at ``GET /_sim/images/stats`` (``max_images_in_any_60s`` per model).
+Seen images are counted at ``GET /_sim/images/stats`` (``max_images_in_any_60s`` per model);
+``POST /_sim/images/reset`` refills the IPM buckets and clears the counts.
 """
 
 from __future__ import annotations
@@ -153,7 +154,9 @@ async def _answer(request: web.Request, edit: bool) -> web.Response:
     opts, spec = call.opts, image_model(call.opts.model)
     image_tokens = 0
     if edit:
-        seen, problem = check_edit_inputs(opts.model, call.images, call.mask)
+        seen, problem = await asyncio.to_thread(
+            check_edit_inputs, opts.model, call.images, call.mask
+        )
         if problem is not None:
             raise _bad(problem)
         if spec.billing == "tokens":
@@ -258,10 +261,16 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[IMAGES].snapshot())
 
 
+async def _reset(request: web.Request) -> web.Response:
+    request.app[IMAGES].reset()
+    return web.json_response({"ok": True})
+
+
 def add_routes(app: web.Application, ipm: int) -> None:
     """Register the Images API (and its image URLs and stats) on the simulator app."""
     app[IMAGES] = ImagesState(ipm=ipm)
     app.router.add_post("/v1/images/generations", _handler(edit=False))
     app.router.add_post("/v1/images/edits", _handler(edit=True))
     app.router.add_get("/_sim/images/stats", _stats)
+    app.router.add_post("/_sim/images/reset", _reset)
     app.router.add_get("/_sim/images/{image_id}", _served_image)

@@ -59,6 +59,14 @@ class ImagesState:
             "x-ratelimit-reset-images": format_duration(b.time_to_full(now)),
         }
 
+    def reset(self) -> None:
+        """Refill every IPM bucket and forget the counts (images kept for URLs stay)."""
+        self.buckets.clear()
+        self.times.clear()
+        self.amounts.clear()
+        self.rate_limited = self.moderation_blocked = 0
+        self.t0 = time.monotonic()
+
     def admitted(self, model: str, n: int, now: float) -> None:
         self.times.setdefault(model, array("d")).append(now - self.t0)
         self.amounts.setdefault(model, array("d")).append(float(n))

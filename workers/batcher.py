@@ -24,19 +24,19 @@ import contextlib
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 import openai
 from celery import Celery
 
-from shared.batch_store import BatchStore, Entry, split_group
+from shared.batch_store import BatchStore
 from shared.broker import TASK_NAME, create_celery
 from shared.jobs import Job
 from shared.settings import Settings
 from workers.batch_leader import Leadership
 from workers.batch_results import Requeue, apply_batch, parse_jsonl
 from workers.batch_route import store_for
+from workers.batch_seal import seal_groups
 from workers.deps import WorkerDeps
 
 log = logging.getLogger(__name__)
@@ -57,31 +57,6 @@ def learned_limit(message: str) -> int | None:
     """
     m = _LIMIT_RE.search(message)
     return int(m.group(1).replace(",", "")) if m else None
-
-
-def chunk(
-    entries: list[tuple[str, Entry]], *, max_requests: int, max_bytes: int, max_tokens: int | None
-) -> tuple[list[str], bool]:
-    """The oldest jobs that fit one batch file, and whether a limit cut the batch (it is full).
-
-    >>> e = Entry(job={}, tokens=10, size=100, at=0.0)
-    >>> chunk([("a", e), ("b", e), ("c", e)], max_requests=2, max_bytes=10**6, max_tokens=None)
-    (['a', 'b'], True)
-    >>> chunk([("a", e), ("b", e)], max_requests=9, max_bytes=250, max_tokens=None)
-    (['a', 'b'], False)
-    >>> chunk([("a", e), ("b", e)], max_requests=9, max_bytes=10**6, max_tokens=15)
-    (['a'], True)
-    """
-    ids: list[str] = []
-    n_bytes = n_tokens = 0
-    for job_id, e in entries:
-        over_tokens = max_tokens is not None and ids and n_tokens + e.tokens > max_tokens
-        if len(ids) >= max_requests or (ids and n_bytes + e.size > max_bytes) or over_tokens:
-            return ids, True
-        ids.append(job_id)
-        n_bytes += e.size
-        n_tokens += e.tokens
-    return ids, False
 
 
 class Batcher:
@@ -137,7 +112,8 @@ class Batcher:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def tick(self) -> None:
-        await self.seal_groups(flush=await self.store.take_flush())
+        flush = await self.store.take_flush()
+        await seal_groups(self.store, self.deps.account, self.deps.settings, flush=flush)
         for bid in await self.store.active():
             if self._stop.is_set() or not self.leading:
                 return
@@ -146,32 +122,6 @@ class Batcher:
             except (openai.APIError, OSError) as exc:
                 await self._backoff(bid, f"{type(exc).__name__}: {exc}")
         await self._report()
-
-    # -- sealing -----------------------------------------------------------------------------
-    async def seal_groups(self, *, flush: bool) -> None:
-        s, now = self.deps.settings, time.time()
-        for group in await self.store.groups():
-            account, model, _ = split_group(group)
-            if account != self.deps.account:
-                continue  # another API key's jobs: its own workers batch them
-            entries = sorted((await self.store.pending(group)).items(), key=lambda kv: kv[1].at)
-            if not entries:
-                await self.store.forget_group_if_empty(group)
-                continue
-            limit = await self.store.token_limit(account, model)
-            while entries:
-                ids, full = chunk(
-                    entries,
-                    max_requests=s.batch_max_requests,
-                    max_bytes=s.batch_max_file_bytes,
-                    max_tokens=limit,
-                )
-                if not (flush or full or now - entries[0][1].at >= s.batch_linger_seconds):
-                    break
-                bid = f"ib_{uuid.uuid4().hex[:20]}"
-                n = await self.store.seal(group, bid, ids)
-                log.info("batch %s sealed: %d jobs of %s", bid, n, group)
-                entries = entries[len(ids) :]
 
     # -- the state machine -------------------------------------------------------------------
     async def advance(self, bid: str) -> None:

@@ -26,6 +26,8 @@ def dedup_key(job: Job, images: Sequence[PreparedImage]) -> str:
         "json_schema": job.json_schema,
         "details": [s.detail for s in job.images],
     }
+    if job.tenant is not None:  # issue 11: never share an answer (or dedup_of) across tenants
+        params["tenant"] = job.tenant
     hashes = [image_content_hash(p) for p in images]
     return DEDUP_PREFIX + content_key(hashes, prompt=job.prompt, model=job.model, params=params)
 

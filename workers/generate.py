@@ -122,7 +122,11 @@ async def run_generation(job: Job, result: Result, lease: Lease, deps: WorkerDep
 async def _load_inputs(job: Job, spec: GenerationSpec, deps: WorkerDeps) -> _Inputs:
     images = [await deps.images.get(s.ref) for s in job.images]
     mask = await deps.images.get(spec.mask_ref) if spec.mask_ref else None
-    seen, problem = check_edit_inputs(spec.options.model, images, mask)
+    # Decoding up to 16 large images is CPU work: off the event loop, on the worker's pool.
+    loop = asyncio.get_running_loop()
+    seen, problem = await loop.run_in_executor(
+        deps.executor, check_edit_inputs, spec.options.model, images, mask
+    )
     if problem is not None:
         raise errors.InvalidImageError(f"{problem.param}: {problem.message}")
     tokens = 0

@@ -18,8 +18,8 @@ from shared.generation import OutputImage
 from workers.deps import WorkerDeps
 
 log = logging.getLogger(__name__)
-PRESIGNED_URL_SECONDS = 3600
 STORE_FIRST_RETRY_SECONDS = 0.2
+MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # far above any generated image (a 1792x1024 PNG: ~3 MB)
 STORE_MAX_RETRY_SECONDS = 2.0
 
 
@@ -27,10 +27,20 @@ async def _image_bytes(item: Any, deps: WorkerDeps) -> bytes:
     if item.b64_json:
         return base64.b64decode(item.b64_json)
     if item.url:  # DALL·E with response_format=url: the API's URL expires within the hour
-        async with httpx2.AsyncClient(timeout=deps.settings.request_timeout_seconds) as http:
-            resp = await http.get(item.url)
+        # The URL comes from the API's answer, not from a caller; still, bytes are capped.
+        async with (
+            httpx2.AsyncClient(timeout=deps.settings.request_timeout_seconds) as http,
+            http.stream("GET", item.url) as resp,
+        ):
             resp.raise_for_status()
-            return resp.content
+            data = bytearray()
+            async for chunk in resp.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_DOWNLOAD_BYTES:
+                    raise errors.UpstreamServerError(
+                        f"the API's image URL served more than {MAX_DOWNLOAD_BYTES} bytes"
+                    )
+            return bytes(data)
     raise errors.UpstreamServerError("the API answered an image with neither b64_json nor url")
 
 
@@ -54,7 +64,7 @@ async def _store(item: Any, deps: WorkerDeps) -> OutputImage:
     url: str | None = item.url
     presign = getattr(deps.images, "presigned_url", None)
     if presign is not None:
-        url = await presign(ref, PRESIGNED_URL_SECONDS)
+        url = await presign(ref, deps.settings.presigned_url_seconds)
     return OutputImage(
         ref=ref,
         url=url,

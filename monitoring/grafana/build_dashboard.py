@@ -10,12 +10,15 @@ one question of the README's "Operating imgq" section, in the same order.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "imgq.json"
 DS = DataSourceRef(type_val="prometheus", uid="prometheus")
@@ -208,6 +211,20 @@ def rows() -> list[tuple[str, list[timeseries.Panel | stat.Panel]]]:
     ]  # fmt: skip
 
 
+def loop_lag_panels() -> list[timeseries.Panel | stat.Panel]:
+    """The worker event loop's lag, once shared/metrics.py defines it (issue 9 adds it)."""
+    from shared.metrics import Metrics
+
+    names = {fam.name for fam in Metrics().registry.collect()}
+    if "imgq_event_loop_lag_seconds" not in names:
+        return []
+    return [
+        chart("Worker event loop lag", [
+            ('max by (instance) (imgq_event_loop_lag_seconds{job="imgq-worker"})', "{{instance}}"),
+        ], unit="s", w=24, about="Time a ready callback waits for the loop: > 0.1 s slows every call."),
+    ]  # fmt: skip
+
+
 def dashboard() -> gd.Dashboard:
     model_picker = (
         gd.QueryVariable("model")
@@ -229,7 +246,9 @@ def dashboard() -> gd.Dashboard:
         .time("now-3h", "now")
         .with_variable(model_picker)
     )
-    for title, panels in rows():
+    board_rows = rows()
+    board_rows[-1][1].extend(loop_lag_panels())
+    for title, panels in board_rows:
         board = board.with_row(gd.Row(title))
         for p in panels:
             board = board.with_panel(p)

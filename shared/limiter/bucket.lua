@@ -364,9 +364,17 @@ if OP == 'observe' then
 end
 
 if OP == 'cooldown' then
-  -- ARGV[13]: ms -> remaining cooldown ms (the longest pause wins)
+  -- ARGV[13]: ms -> remaining cooldown ms (the longest pause wins). A 429 means the API's
+  -- bucket holds less than ours (e.g. it admitted the first call of a burst late, while full):
+  -- the buckets also give up the refill of the pause's extension, so the gap closes.
   local want = now + tonumber(ARGV[13])
-  if want > num('cooldown') then redis.call('HSET', S, 'cooldown', want) end
+  local until_ = math.max(now, num('cooldown'))
+  if want > until_ then
+    redis.call('HSET', S, 'cooldown', want)
+    local ms = want - until_
+    B.td = B.td + ms * B.t / 60000
+    B.rd = B.rd + ms * B.r / 60000
+  end
   save(B)
   touch()
   return num('cooldown') - now

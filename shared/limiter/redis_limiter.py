@@ -86,16 +86,19 @@ class RedisLimiter:
         except RedisError as exc:
             raise _unavailable(exc) from exc
 
-    def _headers_args(self, headers: Mapping[str, str] | None) -> list[str]:
+    def _headers_args(
+        self, headers: Mapping[str, str] | None, *, tolerance: float | None = None
+    ) -> list[str]:
         if headers is None:
             return _NO_HEADERS
         h = parse_ratelimit_headers(headers)
+        tol = self.config.resync_tolerance if tolerance is None else tolerance
 
         def opt(v: int | None) -> str:
             return "" if v is None else str(v)
 
         return ["1", opt(h.limit_tokens), opt(h.limit_requests), opt(h.remaining_tokens),
-                opt(h.remaining_requests), "", "", str(self.config.resync_tolerance)]  # fmt: skip
+                opt(h.remaining_requests), "", "", str(tol)]  # fmt: skip
 
     async def _register(self, key: LimitKey) -> None:
         """Keep ``key`` in the bounded registry ``imgq limits`` reads (refreshed every 10 min)."""
@@ -180,7 +183,9 @@ class RedisLimiter:
         if headers is not None and parse_ratelimit_headers(headers).empty:
             headers = self._headerless_once(r.key, headers)
         try:
-            await self._run("finish", r.key, r.id, mode, charge, *self._headers_args(headers))
+            # A refusal's (429) `remaining` is current, not as old as a call: no tolerance.
+            hdr = self._headers_args(headers, tolerance=0.0 if mode == "u" else None)
+            await self._run("finish", r.key, r.id, mode, charge, *hdr)
         except StorageUnavailableError:
             log.warning("limiter: could not %s a call on %s", "settle" if mode == "s" else
                         "release", r.key.model)  # fmt: skip
@@ -222,7 +227,8 @@ class RedisLimiter:
         self, reservation: Reservation, *, counted: bool, headers: Mapping[str, str] | None = None
     ) -> None:
         """After a failed call: ``counted=False`` gives tokens, request and images back (the API
-        did not admit it: 429, connection refused); ``counted=True`` keeps the charge."""
+        did not admit it: 429, connection refused); ``counted=True`` keeps the charge. A 429's
+        ``headers`` resync the buckets down to the API's ``remaining`` (no tolerance)."""
         await self._finish(reservation, "c" if counted else "u", 0, headers)
         if not counted:
             self._wake(reservation.key)
@@ -237,7 +243,8 @@ class RedisLimiter:
             log.warning("limiter: could not record rate-limit headers for %s", key.model)
 
     async def cooldown(self, key: LimitKey, seconds: float) -> None:
-        """Pause every process on this limit for ``seconds`` (the longest pause wins)."""
+        """After a 429: pause every process on this limit for ``seconds`` (the longest pause
+        wins); the buckets give up the refill of the extension (the API had less than we held)."""
         if seconds > 0:
             await self._run("cooldown", key, max(1, round(seconds * 1000)))
 

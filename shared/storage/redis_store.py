@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable
@@ -18,6 +19,7 @@ IMAGE_PREFIX = "imgq:img:"
 RESULT_PREFIX = "imgq:result:"
 EVENTS_CHANNEL = "imgq:events"
 REF_SCHEME = "redis:"
+RESUBSCRIBE_SECONDS = 1.0
 
 
 class RedisImageStore:
@@ -122,18 +124,25 @@ class RedisJobEvents:
             await self._r.publish(self._channel, f"{job_id} {status}")
 
     async def subscribe(self) -> AsyncIterator[tuple[str, str]]:
-        pubsub = self._r.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._channel)
-        try:
-            while True:
-                msg = await pubsub.get_message(timeout=1.0)
-                if msg is None:
-                    yield ("", "")  # heartbeat: lets waiters re-check and time out
-                    continue
-                data = msg["data"]
-                text = data.decode() if isinstance(data, bytes) else str(data)
-                job_id, _, status = text.partition(" ")
-                yield (job_id, status)
-        finally:
-            await pubsub.unsubscribe(self._channel)
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Events as they come; heartbeats ``("", "")`` every second, also while Redis is
+        unreachable (the subscription is made again once it is back: waiters re-check)."""
+        while True:
+            pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        yield ("", "")  # heartbeat: lets waiters re-check and time out
+                        continue
+                    data = msg["data"]
+                    text = data.decode() if isinstance(data, bytes) else str(data)
+                    job_id, _, status = text.partition(" ")
+                    yield (job_id, status)
+            except (RedisError, OSError):
+                yield ("", "")
+                await asyncio.sleep(RESUBSCRIBE_SECONDS)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.unsubscribe(self._channel)
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]

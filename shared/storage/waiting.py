@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterable
 
+from shared.errors import StorageUnavailableError
 from shared.jobs import TERMINAL_STATUSES, Result
 from shared.storage.base import JobEvents, ResultStore
 
@@ -41,14 +42,21 @@ async def iter_results(
     try:
         async for job_id, status in sub:
             if job_id in pending and status in TERMINAL_STATUSES:
-                finished = await store.get(job_id)
+                try:
+                    finished = await store.get(job_id)
+                except StorageUnavailableError:
+                    finished = None  # the periodic re-check finds it once the store is back
                 if finished is not None and finished.done:
                     pending.pop(job_id, None)
                     yield finished
             now = time.monotonic()
             if now - last_check >= RECHECK_SECONDS:
                 last_check = now
-                for r in await _finished(store, list(pending)):
+                try:
+                    done = await _finished(store, list(pending))
+                except StorageUnavailableError:
+                    done = []  # the store is restarting: keep waiting (the deadline holds)
+                for r in done:
                     pending.pop(r.job_id, None)
                     yield r
             if not pending:

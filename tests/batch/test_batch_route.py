@@ -262,3 +262,19 @@ def test_enqueued_token_limit_is_learned_and_batches_split_under_it(
     sent = [b for b in _batches(redis_url) if b.get("split") != "1" and b["id"] != one.batch_id]
     assert len(sent) >= 3 and all(int(b["tokens"]) <= limit for b in sent)
     assert sim_batch(bsim)["by_status"]["failed"] == 1  # only the first, over-limit, attempt
+
+
+def test_route_auto_sends_bulk_jobs_to_the_batch_api_when_enabled(
+    bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
+) -> None:
+    batch_workers(bsim, IMGQ_BATCH_AUTO="true")
+    with Client(Settings(redis_url=redis_url)) as c:
+        ids = c.submit_many(
+            SubmitRequest(images=[make_image(200 + i)], prompt=PROMPT, model=MODEL, route="auto",
+                          priority=priority, max_output_tokens=200, metadata={"i": 200 + i})
+            for i, priority in enumerate(("bulk", "interactive"))
+        )  # fmt: skip
+        bulk, interactive = (c.wait(j, timeout=60) for j in ids)
+    _check_answered([bulk])
+    assert interactive.status == "succeeded" and interactive.route != "batch"
+    assert interactive.batch_id is None and sim_batch(bsim)["lines_answered"] == 1

@@ -183,6 +183,10 @@ def test_images_per_minute_limit(simulator_factory: Callable[..., Sim]) -> None:
         stats = json.loads(r.read())
     assert stats["rate_limited"] == 2
     assert stats["by_model"]["gpt-image-1"]["images"] == 2
+    req = urllib.request.Request(f"{sim.root}/_sim/images/reset", data=b"", method="POST")
+    urllib.request.urlopen(req, timeout=5).close()
+    with sdk(sim) as client:  # buckets full again
+        client.images.generate(model="gpt-image-1", prompt="four", n=3, quality="low")
 
 
 def test_responses_image_generation_tool(images_sim: Sim) -> None:

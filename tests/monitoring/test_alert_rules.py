@@ -89,3 +89,13 @@ def test_the_callers_codes_excluded_from_the_slo_are_real_permanent_codes() -> N
     assert codes <= permanent, codes - permanent
     # Failures that are ours (or upstream's) must burn the budget.
     assert not codes & {"api_error", "timeout", "internal_error", "storage_unavailable"}
+
+
+def test_promtool_check_config_of_the_compose_prometheus(tmp_path: Path) -> None:
+    # The same config with the rule file where compose mounts it (here: next to the config).
+    config = yaml.safe_load((MON / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    config["rule_files"] = [str(MON / "alerts.yml")]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    out = promtool("check", "config", str(tmp_path / "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -8,7 +8,8 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from shared.broker import QUEUES, TASK_NAME, create_celery
-from shared.fleet_metrics import DLQ_KEY, LEASE_KEY, FleetCollector, FleetLease
+from shared.dlq import DLQ_KEY
+from shared.fleet_metrics import LEASE_KEY, FleetCollector, FleetLease
 from shared.limiter import LimitKey, LimitsConfig, RedisLimiter
 from shared.metrics import LabelGuard, Metrics
 from shared.queue_stats import read_queue_stats
@@ -127,3 +128,28 @@ def test_unreachable_redis_yields_no_fleet_series_and_no_error() -> None:
 def test_registering_touches_nothing_and_names_do_not_clash_with_metrics() -> None:
     m = Metrics()
     m.registry.register(collector("redis://127.0.0.1:1/0"))  # no connection is made here
+
+
+def test_limits_sharing_a_label_value_give_one_series(redis_url: str) -> None:
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    config = LimitsConfig.from_json('{"m-a": {"tpm": 1000, "rpm": 10}, "m-b": {"tpm": 500}}')
+
+    async def register() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        limiter = RedisLimiter(client, config)
+        for key in (LimitKey("m-a", "acct1"), LimitKey("m-a", "acct2"), LimitKey("m-b", "acct1")):
+            await limiter.acquire(key, 10, timeout=5)
+        await limiter.aclose()
+        await client.aclose()
+
+    asyncio.run(register())
+    reg = CollectorRegistry()
+    # A cap of one model: "m-b" folds into "other"; two accounts of "m-a" sum into one series.
+    guard = LabelGuard({"model": 1})
+    reg.register(FleetCollector(redis_url=redis_url, broker_url=None, queues=QUEUES,
+                                limits=config, guard=guard))  # fmt: skip
+    limits = {k[1]: v for k, v in samples(reg).items() if k[0] == "imgq_limiter_tokens_limit"}
+    assert limits == {(("model", "m-a"),): 2000, (("model", "other"),): 500}

@@ -100,6 +100,7 @@ def drive_load(api: str, prom: Prometheus) -> None:
     time.sleep(5)  # counters born in the last scrape need a second sample for rate()
 
 
+@pytest.mark.timeout(300)  # ~30 s alone; slower when the machine is busy
 def test_every_dashboard_query_and_alert_signal_returns_data(
     redis_url: str,
     simulator_factory: Callable[..., Sim],

@@ -225,3 +225,15 @@ def test_uncatalogued_model_refused_at_submit_makes_no_call(
     assert refused.error.code == "model_not_found"
     assert ok.status == "succeeded"
     assert sim.stats()["by_model"].keys() == {"gpt-4o"} and _calls(sim) == 1
+
+
+@pytest.mark.parametrize("pos", [0, 65_536 - 300, 65_536 + 1_000, 3 * 65_536 - 5, 1_199_000])
+def test_prompt_guard_scans_long_prompts_in_windows_without_missing_a_blob(pos: int) -> None:
+    from shared.errors import PromptContainsImageError
+    from shared.prompt_guard import check_prompt
+
+    text = "hello world " * 100_000
+    check_prompt(text)
+    for blob in ("A" * 600, " data:image/png;base64,iVBORw0KGgo= "):
+        with pytest.raises(PromptContainsImageError):
+            check_prompt(text[:pos] + blob + text[pos:])

@@ -1,0 +1,122 @@
+"""Cost budgets per API key: reserve an estimate before a job is enqueued, settle with the bill.
+
+Amounts are integer micro-dollars (no float drift in Redis). Each key has one counter per UTC day
+and one per UTC month (``imgq:spend:<key id>:d:<YYYY-MM-DD>`` / ``:m:<YYYY-MM>``); a reservation
+adds its estimate to both, atomically with the check against the key's limit, and remembers
+itself under ``imgq:budget:resv:<job id>``. The worker settles once the job is final: the
+counters move by ``billed - reserved`` and the reservation is deleted in the same script, so a
+second settle (a redelivery) changes nothing. A job that dies without settling keeps its
+estimate counted: the budget is then over-counted, never overspent.
+
+>>> to_micro(0.0123456)
+12346
+>>> period_keys("key_1", 0.0)
+('imgq:spend:key_1:d:1970-01-01', 'imgq:spend:key_1:m:1970-01')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from shared.catalogue import Catalogue
+from shared.lua import load_lua
+from shared.tenants import ApiKey
+from shared.text_tokens import prompt_tokens
+from shared.vision_tokens import image_tokens
+
+RESV_PREFIX = "imgq:budget:resv:"
+BILLED_PREFIX = "imgq:spend:tenant:"  # + tenant: micro-USD billed in total (for the metric)
+DAY_TTL = 40 * 24 * 3600
+MONTH_TTL = 400 * 24 * 3600
+# Shapes that bound what one image can cost at high detail (tile and patch rules alike).
+_BOUNDING_SHAPES = ((2048, 768), (768, 2048), (2048, 2048), (1536, 1536), (2048, 512))
+
+
+def to_micro(usd: float) -> int:
+    return int(round(usd * 1_000_000))
+
+
+def period_keys(key_id: str, now: float | None = None) -> tuple[str, str]:
+    t = time.gmtime(time.time() if now is None else now)
+    base = f"imgq:spend:{key_id}"
+    return f"{base}:d:{time.strftime('%Y-%m-%d', t)}", f"{base}:m:{time.strftime('%Y-%m', t)}"
+
+
+def estimate_cost_usd(
+    catalogue: Catalogue, model: str, prompt: str, n_images: int, max_output_tokens: int
+) -> float | None:
+    """An upper estimate of one call's cost (every image at its costliest), None if unpriced."""
+    spec = catalogue.spec(model)
+    per_image = 0
+    if spec.vision is not None and n_images:
+        per_image = max(image_tokens(spec.vision, w, h, "high") for w, h in _BOUNDING_SHAPES)
+    tokens = prompt_tokens([prompt], [per_image] * n_images)
+    return catalogue.cost_usd(model, tokens, max_output_tokens)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    ok: bool
+    spent_usd: float  # the period's counter after (ok) or before (refused) this reservation
+    limit_usd: float | None
+
+
+class Budgets:
+    """Reserve, settle and read spend; one Lua script per change."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._r = client
+        self._reserve = client.register_script(load_lua("shared", "budget_reserve.lua"))
+        self._settle = client.register_script(load_lua("shared", "budget_settle.lua"))
+
+    async def reserve(self, key: ApiKey, job_id: str, amount_usd: float) -> Reservation:
+        """Count ``amount_usd`` for ``job_id`` if it fits the key's budget (idempotent per job)."""
+        day, month = period_keys(key.id)
+        limit = key.policy.budget_usd
+        which = "d" if key.policy.budget_period == "daily" else "m"
+        ok, spent = await self._reserve(
+            keys=[RESV_PREFIX + job_id, day, month],
+            args=[
+                to_micro(amount_usd),
+                -1 if limit is None else to_micro(limit),
+                which,
+                key.tenant,
+                DAY_TTL,
+                MONTH_TTL,
+                MONTH_TTL,
+            ],
+        )
+        return Reservation(bool(int(ok)), int(spent) / 1e6, limit)
+
+    async def settle(self, job_id: str, billed_usd: float | None) -> bool:
+        """Replace ``job_id``'s estimate with its bill (None: unpriced, 0: no call was paid).
+
+        Returns False when there is nothing to settle (no budgeted key, or already settled).
+        """
+        billed = 0 if billed_usd is None or not math.isfinite(billed_usd) else to_micro(billed_usd)
+        done = await self._settle(keys=[RESV_PREFIX + job_id], args=[billed, BILLED_PREFIX])
+        return bool(int(done))
+
+    async def release(self, job_id: str) -> bool:
+        """Give the whole estimate back (the job was refused, cancelled or never sent)."""
+        return await self.settle(job_id, 0.0)
+
+    async def spent(self, key: ApiKey, now: float | None = None) -> tuple[float, float]:
+        """(today, this month) in USD for ``key``, open reservations included."""
+        day, month = period_keys(key.id, now)
+        d, m = await self._r.mget([day, month])
+        return int(d or 0) / 1e6, int(m or 0) / 1e6
+
+    async def billed_by_tenant(self, tenants: list[str]) -> dict[str, float]:
+        """Settled (billed) USD per tenant since the first settle, for the metric."""
+        if not tenants:
+            return {}
+        raw = await self._r.mget([BILLED_PREFIX + t for t in tenants])
+        return {t: int(v or 0) / 1e6 for t, v in zip(tenants, raw, strict=True)}
+
+
+__all__ = ["Budgets", "Reservation", "estimate_cost_usd", "period_keys", "to_micro"]
