@@ -141,6 +141,11 @@ def test_every_dashboard_query_and_alert_signal_returns_data(
     try:
         until(prom, 'count(up{job=~"imgq-worker|imgq-api|redis"} == 1) == 3')
         drive_load(api, prom)
+        # The 429'd job waited for capacity and was handed back to the broker (workers/tasks.py).
+        deadline = time.monotonic() + 60
+        while "no capacity yet" not in (tmp_path / "worker.log").read_text():
+            assert time.monotonic() < deadline, "the 429'd job never waited for capacity"
+            time.sleep(0.5)
         assert prom.targets_up() == {"imgq-worker": "up", "imgq-api": "up", "redis": "up"}
         # The fleet series come from exactly one process.
         assert [s["value"][1] for s in prom.query("sum(imgq_fleet_exporter)")] == ["1"]

@@ -1,0 +1,132 @@
+"""Jobs as one tenant sees them: scoped ids, its own list, cancelling, documents without secrets.
+
+A tenant's job ``X`` is stored as ``<tenant>~X``: two tenants may both use ``order-7``, and one
+that takes an id first never hands another tenant its job (idempotency, reads, waits and cancels
+only ever touch the caller's own namespace). Dedup is scoped by ``Job.tenant`` (workers/dedup.py).
+Open mode (no keys) has no prefix: ids are stored as given.
+
+>>> scope("acme", "order-7"), scope(None, "order-7")
+('acme~order-7', 'order-7')
+>>> unscope("acme", "acme~order-7"), unscope("acme", "other~order-7")
+('order-7', None)
+>>> check_job_id("order-7"), check_job_id("a b")
+(True, False)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared.jobs import ErrorInfo, Result
+from shared.jobstate import OPEN_JOBS, state_key
+from shared.lua import load_lua
+from shared.redact import redact_source
+
+SEP = "~"
+LOCK_KEY_PREFIX = "imgq:lock:"  # workers.locks.LOCK_PREFIX (producer may not import workers)
+INDEX_PREFIX = "imgq:tenantjobs:"  # + tenant ("-" in open mode): sorted set of external ids
+_JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_SCAN = 1000  # ids looked at per list request, whatever the filter
+
+
+def check_job_id(job_id: str) -> bool:
+    return bool(_JOB_ID.match(job_id))
+
+
+def scope(tenant: str | None, job_id: str) -> str:
+    return job_id if tenant is None else f"{tenant}{SEP}{job_id}"
+
+
+def unscope(tenant: str | None, stored: str) -> str | None:
+    """The id the tenant knows, or None when ``stored`` is not the tenant's."""
+    if tenant is None:
+        return stored
+    prefix = tenant + SEP
+    return stored[len(prefix) :] if stored.startswith(prefix) else None
+
+
+def public_doc(result: Result, tenant: str | None) -> dict[str, Any]:
+    """The result as its tenant may see it: its own ids, sources without secrets."""
+    doc = result.model_dump(mode="json")
+    doc["job_id"] = unscope(tenant, result.job_id) or result.job_id
+    if result.dedup_of is not None:
+        doc["dedup_of"] = unscope(tenant, result.dedup_of)
+    doc["sources"] = [None if s is None else redact_source(s) for s in result.sources]
+    return doc
+
+
+@dataclass(frozen=True)
+class Page:
+    results: list[Result]
+    next_cursor: str | None
+
+
+class TenantJobs:
+    """The per-tenant job list and cancelling, on the API's Redis."""
+
+    def __init__(self, client: aioredis.Redis, *, ttl_seconds: int) -> None:
+        self._r = client
+        self._ttl = ttl_seconds
+        self._add = client.register_script(load_lua("producer", "tenant_index.lua"))
+        self._cancel = client.register_script(load_lua("producer", "job_cancel.lua"))
+
+    @staticmethod
+    def _keys(tenant: str | None) -> list[str]:
+        base = INDEX_PREFIX + (tenant or "-")
+        return [base, base + ":seq"]
+
+    async def add(self, tenant: str | None, job_id: str) -> None:
+        await self._add(keys=self._keys(tenant), args=[job_id, self._ttl])
+
+    async def page(
+        self,
+        tenant: str | None,
+        results: Any,
+        *,
+        status: str | None,
+        limit: int,
+        cursor: int | None,
+    ) -> Page:
+        """Newest first; ``cursor`` is the sequence number to continue below (exclusive)."""
+        key = self._keys(tenant)[0]
+        top = f"({cursor}" if cursor is not None else "+inf"
+        found: list[Result] = []
+        scanned, last = 0, None
+        while scanned < MAX_SCAN and len(found) < limit:
+            chunk = await self._r.zrevrangebyscore(
+                key, top, "-inf", start=0, num=min(100, MAX_SCAN - scanned), withscores=True
+            )
+            if not chunk:
+                return Page(found, None)
+            ids = [(m.decode() if isinstance(m, bytes) else str(m)) for m, _ in chunk]
+            docs = await results.get_many([scope(tenant, i) for i in ids])
+            for (_, score), doc in zip(chunk, docs, strict=True):
+                last = int(score)
+                scanned += 1
+                if doc is not None and (status is None or doc.status == status):
+                    found.append(doc)
+                    if len(found) == limit:
+                        break
+            top = f"({last}"
+        return Page(found, str(last) if last is not None and last > 1 else None)
+
+    async def cancel(self, job_id: str) -> str:
+        """'cancelled' or why not ('unknown', 'running', 'succeeded', 'failed')."""
+        raw = await self._cancel(
+            keys=[state_key(job_id), LOCK_KEY_PREFIX + job_id, OPEN_JOBS], args=[job_id]
+        )
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def cancelled(result: Result, when: float) -> Result:
+    result.status = "failed"
+    result.error = ErrorInfo(code="cancelled", message="cancelled by its owner before it ran")
+    result.timings.finished_at = when
+    return result
+
+
+__all__ = ["Page", "TenantJobs", "check_job_id", "public_doc", "scope", "unscope"]
