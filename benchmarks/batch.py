@@ -129,8 +129,12 @@ def render(online: Run, batch: Run, batches: int, sim_batch_s: float) -> str:
             *rows,
             "",
             f"Batch / online cost: **{ratio:.3f}** (same tokens, catalogue batch discount). The "
-            "batch's wall time is the simulated turnaround plus imgq's own time around it; a real "
-            "batch finishes within 24 h, so the batch route is for work that can wait.",
+            "batch's wall time is the simulated turnaround plus imgq's own time around it, which "
+            "includes preparing every page (decode, resize: most of the online run's wall time "
+            "too), the linger, upload, polling, download and mapping results back. Pages arrive "
+            "over the preparation time, so the 2 s linger sealed several batches (a batch is "
+            "sealed once its oldest page waited the linger). A real batch finishes within 24 h: "
+            "the batch route is for work that can wait.",
         ]
     )
 
@@ -153,7 +157,9 @@ def main() -> None:
            "IMGQ_MODEL_LIMITS": json.dumps({MODEL: {"tpm": TPM, "rpm": RPM}})}  # fmt: skip
     with EmbeddedRedis() as redis_server, Simulator(*flags) as sim:
         workers = [
-            start_imgq_worker(redis_server.url, sim, concurrency=128, name=f"bb{i}", **env)
+            start_imgq_worker(
+                redis_server.url, sim, concurrency=128, name=f"bb{i}", log=None, wait=True, **env
+            )
             for i in range(2)
         ]
         try:

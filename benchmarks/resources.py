@@ -31,6 +31,7 @@ from benchmarks.common import (
     DEFAULT_OUTPUT,
     HUGE_RPM,
     HUGE_TPM,
+    ROOT,
     Simulator,
     fast_simulator_flags,
     machine_summary,
@@ -207,6 +208,17 @@ def run_soak(jobs: int, warmup: int) -> dict[str, Any]:
             "after_warmup": after_warmup, "end": end, "growth_pct": growth}  # fmt: skip
 
 
+_SAVED = ROOT / ".cache" / "bench_resources.json"
+
+
+def _load_saved() -> dict[str, Any]:
+    try:
+        saved: dict[str, Any] = json.loads(_SAVED.read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved
+
+
 def report(rows: dict[str, Any], command: str) -> str:
     from benchmarks.resources_report import render
 
@@ -226,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {}
     if "rss" in parts:
         rows["rss"] = run_rss(normal=100 if q else 400, bombs=10 if q else 20,
-                              wide=1 if q else 3, prompts=10 if q else 20)  # fmt: skip
+                              wide=1 if q else 8, prompts=10 if q else 20)  # fmt: skip
         print(rows["rss"], flush=True)
     if "waiters" in parts:
         rows["waiters"] = run_waiters(300 if q else 1000, 30.0)
@@ -243,7 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         command += f" --only {args.only}"
     if args.soak_jobs:
         command += f" --soak-jobs {args.soak_jobs}"
-    text = report(rows, command)
+    for row in rows.values():
+        row["command"] = command
+    # A partial run (--only) keeps the other parts' last figures, each with its own command.
+    saved = _load_saved() if args.only != ap.get_default("only") else {}
+    rows = {**saved, **rows}
+    _SAVED.parent.mkdir(parents=True, exist_ok=True)
+    _SAVED.write_text(json.dumps(rows, default=dict))
+    text = report(rows, "python -m benchmarks.resources")
     print(text)
     if not args.no_write:
         write_section("resources", text, args.output)

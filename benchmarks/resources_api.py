@@ -96,7 +96,8 @@ def run_waiters(callers: int, wait: float) -> dict[str, float]:
     """``callers`` concurrent ``GET /v1/jobs/<id>?wait=<wait>`` on one API process."""
     with EmbeddedRedis() as server:
         port = free_port()
-        env = bench_env(IMGQ_REDIS_URL=server.url, IMGQ_LOG_LEVEL="WARNING")
+        # Open mode (one tenant): the figure is about connections, not keys.
+        env = bench_env(IMGQ_REDIS_URL=server.url, IMGQ_LOG_LEVEL="WARNING", IMGQ_API_AUTH="off")
         cmd = [sys.executable, "-m", "imgq.cli", "api", "--port", str(port), "-l", "WARNING"]
         api = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -139,6 +140,15 @@ def run_sizing(jobs: int) -> dict[str, float]:
                 for i in range(jobs)
             )
             row["url_job_bytes"] = (_used(r) - before) / jobs
+            before = _used(r)
+            long_prompt = ("Describe every object in this image, with its colour. " * 300)[:16384]
+            c.submit_many(
+                SubmitRequest(
+                    images=[f"https://images.example.com/p/{i:08d}.jpg"], prompt=long_prompt
+                )
+                for i in range(jobs)
+            )
+            row["prompt_16k_job_bytes"] = (_used(r) - before) / jobs
             uploads = [_jpeg(i, (320, 240)) for i in range(jobs)]
             row["upload_image_bytes"] = sum(len(u) for u in uploads) / jobs
             before = _used(r)

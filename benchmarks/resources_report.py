@@ -101,7 +101,12 @@ def _sizing(row: dict[str, Any]) -> list[str]:
         " no worker): a job with an image URL"
         f" **{row['url_job_bytes'] / 1024:.1f} KiB** (broker message {row['message_bytes']:.0f} B"
         f" + result record {row['record_bytes']:.0f} B + job state, keys and Redis overhead);"
-        f" a job with an uploaded image {row['upload_job_bytes'] / 1024:.1f} KiB for"
+        + (
+            f" with a 16 KiB prompt {row['prompt_16k_job_bytes'] / 1024:.1f} KiB;"
+            if "prompt_16k_job_bytes" in row
+            else ""
+        )
+        + f" a job with an uploaded image {row['upload_job_bytes'] / 1024:.1f} KiB for"
         f' {row["upload_image_bytes"] / 1024:.1f} KiB of image bytes. README "Sizing Redis"'
         " turns this into a formula.",
     ]
@@ -114,4 +119,6 @@ def render(rows: dict[str, Any], command: str, machine: str) -> str:
     for name, part in parts:
         if name in rows:
             out += [*part(rows[name]), ""]
+            if part is not _rss and "command" in rows[name]:
+                out[-1:] = [f"(`{rows[name]['command']}`)", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -52,6 +52,7 @@ main.add_lazy_command("limits", "producer.limits_cmd:limits", "Show the fleet-wi
 main.add_lazy_command("dlq", "producer.dlq_cmd:dlq", "Dead-lettered jobs: list, show, retry, purge.")  # fmt: skip
 main.add_lazy_command("generate", "producer.generate_cmd:generate", "Make images from a prompt (gpt-image-1, DALL·E).")  # fmt: skip
 main.add_lazy_command("edit", "producer.generate_cmd:edit", "Edit images (optional mask) as a prompt says.")  # fmt: skip
+main.add_lazy_command("keys", "producer.keys_cmd:keys", "API keys per tenant: create, list, revoke, usage.")  # fmt: skip
 main.add_lazy_command("batches", "producer.batches_cmd:batches", "Batch API batches: list, show, cancel, flush.")  # fmt: skip
 
 

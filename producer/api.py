@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
-from producer import api_images
+from producer import api_images, api_service
 from producer.api_body import BodyTimeoutError, read_submit
 from producer.client import AsyncClient
 from shared.errors import StorageUnavailableError
@@ -181,8 +181,11 @@ def create_app(
         await app[REDIS].aclose()
 
     app.on_cleanup.append(close)
-    app.router.add_post("/v1/jobs", submit_job)
-    app.router.add_get("/v1/jobs/{job_id}", get_job)
+    # Issue 11: keys, tenants, the strict edge; /v1/jobs routes scoped to the caller's tenant
+    # (producer/api_jobs.py, which replaced submit_job/get_job here).
+    api_service.install(app, settings, redis=r, client=app[CLIENT], hub=app[HUB],
+                        metrics=app[METRICS], max_body=max_body_bytes,
+                        body_timeout=app[BODY_TIMEOUT])  # fmt: skip
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     api_images.add_routes(  # image generation and edits (issue 15)

@@ -1,9 +1,9 @@
 """API keys at the door: ``Authorization: Bearer imgq_...`` on every route but the probes.
 
-The key's record (shared/tenants.py) is put on the request as ``request["api_key"]``; routes
+The key's record (shared/tenants.py) is put on the request as ``request[API_KEY]``; routes
 scope everything by its tenant. ``/metrics`` on the API port needs an admin key (or serve it on
 ``IMGQ_API_METRICS_PORT``, without keys, for an internal network). With ``IMGQ_API_AUTH=off``
-there are no keys and every caller is the one local tenant (``request["api_key"]`` is None).
+there are no keys and every caller is the one local tenant (``request[API_KEY]`` is None).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from producer.api_edge import Handler, error_response
+from producer.api_edge import API_KEY, Handler, error_response
 from shared.tenants import KeyStore
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
@@ -37,7 +37,7 @@ def auth_middleware(keys: KeyStore | None) -> Any:
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["api_key"] = None
+        request[API_KEY] = None
         if keys is None or request.path in PUBLIC_PATHS:
             return await handler(request)
         token = bearer(request.headers.get("Authorization"))
@@ -55,7 +55,7 @@ def auth_middleware(keys: KeyStore | None) -> Any:
             return error_response(
                 403, "permission_denied", "/metrics needs an admin key (imgq keys create --admin)"
             )
-        request["api_key"] = key
+        request[API_KEY] = key
         return await handler(request)
 
     return auth

@@ -16,7 +16,8 @@ from aiohttp import BodyPartReader, web
 from producer.client import ImageInput, SubmitRequest
 
 _FIELDS = ("prompt", "model", "detail", "api", "max_output_tokens", "priority", "job_id",
-           "max_image_tokens", "dedup", "json_schema", "metadata", "route")  # fmt: skip
+           "max_image_tokens", "dedup", "json_schema", "metadata", "route",
+           "callback_url")  # fmt: skip
 
 
 class BodyTimeoutError(Exception):
@@ -61,7 +62,7 @@ def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitReq
     opts = {k: fields[k] for k in _FIELDS if fields.get(k) is not None}
     if "prompt" not in opts:
         raise ValueError("`prompt` is required")
-    for k in ("prompt", "model", "detail", "api", "priority", "job_id", "route"):
+    for k in ("prompt", "model", "detail", "api", "priority", "job_id", "route", "callback_url"):
         if k in opts and not isinstance(opts[k], str):
             raise ValueError(f"`{k}` must be a string")
     for k in ("max_output_tokens", "max_image_tokens"):

@@ -29,10 +29,14 @@ from typing import Any
 
 from aiohttp import web
 
+from shared.tenants import ApiKey
+
 log = logging.getLogger("imgq.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("imgq_request_id", default="-")
+RID_KEY: web.RequestKey[str] = web.RequestKey("imgq_request_id", str)
+API_KEY: web.RequestKey[ApiKey | None] = web.RequestKey("imgq_api_key")  # set by api_auth
 BODY_TYPES = frozenset({"application/json", "multipart/form-data"})
 _RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Codes for errors aiohttp raises itself (routing, body size, methods).
@@ -113,7 +117,7 @@ def edge_middleware(cors_origins: list[str]) -> Any:
         incoming = request.headers.get(REQUEST_ID_HEADER, "")
         rid = incoming if valid_request_id(incoming) else uuid.uuid4().hex
         token = REQUEST_ID.set(rid)
-        request["request_id"] = rid
+        request[RID_KEY] = rid
         started = time.perf_counter()
         origin = request.headers.get("Origin")
         try:
@@ -130,7 +134,7 @@ def edge_middleware(cors_origins: list[str]) -> Any:
             resp.headers["Vary"] = "Origin"
         if not resp.prepared:
             resp.headers[REQUEST_ID_HEADER] = rid
-        key = request.get("api_key")
+        key = request.get(API_KEY)
         log.info(
             "request_id=%s %s %s -> %d in %.1f ms tenant=%s",
             rid,
@@ -177,8 +181,10 @@ async def _handle(
 
 
 __all__ = [
+    "API_KEY",
     "REQUEST_ID",
     "REQUEST_ID_HEADER",
+    "RID_KEY",
     "edge_middleware",
     "error_body",
     "error_response",

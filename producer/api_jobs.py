@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from producer.api_body import BodyTimeoutError, _image_from_json, _request_from, read_submit
-from producer.api_edge import error_response
+from producer.api_edge import API_KEY, error_response
 from producer.api_submit import ApiDeps, submit_for, tenant_of
 from producer.client import SubmitRequest
 from producer.tenant_jobs import cancelled, check_job_id, public_doc, scope
@@ -74,7 +74,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if problem is not None:
         return error_response(400, "invalid_job", problem)
     try:
-        status, doc, _ = await submit_for(deps, request["api_key"], req)
+        status, doc, _ = await submit_for(deps, request[API_KEY], req)
     except errors.StorageUnavailableError:
         return _storage_down()
     except UnreadableResultError:
@@ -85,7 +85,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
 async def submit_batch(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     if request.content_type != "application/json":
-        return error_response(400, "invalid_job", "a batch is a JSON body: {\"jobs\": [...]}")
+        return error_response(400, "invalid_job", 'a batch is a JSON body: {"jobs": [...]}')
     try:
         async with asyncio.timeout(deps.body_timeout):
             body = await request.json()
@@ -117,7 +117,7 @@ async def submit_batch(request: web.Request) -> web.StreamResponse:
             out.append({"index": index, "status": 400, "error": err})
             continue
         try:
-            status, doc, code = await submit_for(deps, request["api_key"], req, budget_spent=spent)
+            status, doc, code = await submit_for(deps, request[API_KEY], req, budget_spent=spent)
         except errors.StorageUnavailableError:
             err = {"code": "storage_unavailable", "message": "storage unavailable; retry"}
             out.append({"index": index, "status": 503, "error": err})
@@ -143,7 +143,7 @@ def _wait_seconds(raw: str) -> float | None:
 
 async def get_job(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request["api_key"])
+    tenant = tenant_of(request[API_KEY])
     external = request.match_info["job_id"]
     seconds = 0.0
     if (wait := request.query.get("wait")) is not None:
@@ -169,7 +169,7 @@ async def get_job(request: web.Request) -> web.StreamResponse:
 
 async def list_jobs(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request["api_key"])
+    tenant = tenant_of(request[API_KEY])
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         return error_response(400, "invalid_request", f"`status` is one of {', '.join(STATUSES)}")
@@ -196,7 +196,7 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
 
 async def cancel_job(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request["api_key"])
+    tenant = tenant_of(request[API_KEY])
     external = request.match_info["job_id"]
     if not check_job_id(external):
         return _no_job(external)
@@ -228,7 +228,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request["api_key"])
+    tenant = tenant_of(request[API_KEY])
     external = request.match_info["job_id"]
     if not check_job_id(external):
         return _no_job(external)

@@ -26,7 +26,7 @@ from shared.jobs import ErrorInfo, Result, new_job_id
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import JobEvents, ResultStore
-from shared.storage.wait_hub import WaitHub
+from shared.storage.wait_hub import WaitHub, read_result
 from shared.tenants import ApiKey, KeyStore
 
 
@@ -115,7 +115,7 @@ async def submit_for(
     tenant = tenant_of(key)
     external = req.job_id or new_job_id()
     job_id = scope(tenant, external)
-    existing = await deps.results.get(job_id)
+    existing = await read_result(deps.results, job_id)  # unreadable: UnreadableResultError
     if existing is not None:
         return 200, public_doc(existing, tenant), None
     req.job_id, req.tenant = job_id, tenant
@@ -126,7 +126,9 @@ async def submit_for(
         if key is not None:
             check_quota(key, model, max_out, req.priority)
             if budget_spent and key.policy.budget_usd is not None:
-                raise errors.BudgetExceededError("this API key's budget ran out earlier in the batch")
+                raise errors.BudgetExceededError(
+                    "this API key's budget ran out earlier in the batch"
+                )
             if key.policy.budget_usd is not None:
                 await _reserve(deps, key, req, job_id)
                 reserved = True
@@ -136,7 +138,7 @@ async def submit_for(
         return 202, public_doc(failed, tenant), exc.code
     try:
         (job_id,) = await deps.client.submit_many([req])
-        result = await deps.results.get(job_id)
+        result = await read_result(deps.results, job_id)
     except errors.StorageUnavailableError:
         if reserved:
             await deps.budgets.release(job_id)

@@ -82,6 +82,7 @@ class SubmitRequest:
     mask: ImageLike | None = None
     responses_model: str | None = None  # generate via the Responses image_generation tool
     tenant: str | None = None  # issue 11: set by the HTTP API from the caller's key
+    callback_url: str | None = None  # issue 11: POST the final document here (signed)
 
 
 def _describe(value: ImageLike) -> str | None:
@@ -295,6 +296,7 @@ class AsyncClient:
                 dedup=req.dedup,
                 route=req.route,
                 tenant=req.tenant,
+                callback_url=req.callback_url,
             )
         except ValueError as exc:
             raise errors.InvalidJobError(f"invalid job: {exc}") from exc

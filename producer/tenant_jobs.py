@@ -1,21 +1,11 @@
-"""Jobs as one tenant sees them: scoped ids, its own list, cancelling, documents without secrets.
+"""Jobs as one tenant sees them: its own list, and cancelling a queued job.
 
-A tenant's job ``X`` is stored as ``<tenant>~X``: two tenants may both use ``order-7``, and one
-that takes an id first never hands another tenant its job (idempotency, reads, waits and cancels
-only ever touch the caller's own namespace). Dedup is scoped by ``Job.tenant`` (workers/dedup.py).
-Open mode (no keys) has no prefix: ids are stored as given.
-
->>> scope("acme", "order-7"), scope(None, "order-7")
-('acme~order-7', 'order-7')
->>> unscope("acme", "acme~order-7"), unscope("acme", "other~order-7")
-('order-7', None)
->>> check_job_id("order-7"), check_job_id("a b")
-(True, False)
+Ids are scoped per tenant (shared/tenant_ids.py): idempotency, reads, waits and cancels only
+ever touch the caller's own namespace. Dedup is scoped by ``Job.tenant`` (workers/dedup.py).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,39 +14,11 @@ import redis.asyncio as aioredis
 from shared.jobs import ErrorInfo, Result
 from shared.jobstate import OPEN_JOBS, state_key
 from shared.lua import load_lua
-from shared.redact import redact_source
+from shared.tenant_ids import check_job_id, public_doc, scope, unscope
 
-SEP = "~"
 LOCK_KEY_PREFIX = "imgq:lock:"  # workers.locks.LOCK_PREFIX (producer may not import workers)
 INDEX_PREFIX = "imgq:tenantjobs:"  # + tenant ("-" in open mode): sorted set of external ids
-_JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 MAX_SCAN = 1000  # ids looked at per list request, whatever the filter
-
-
-def check_job_id(job_id: str) -> bool:
-    return bool(_JOB_ID.match(job_id))
-
-
-def scope(tenant: str | None, job_id: str) -> str:
-    return job_id if tenant is None else f"{tenant}{SEP}{job_id}"
-
-
-def unscope(tenant: str | None, stored: str) -> str | None:
-    """The id the tenant knows, or None when ``stored`` is not the tenant's."""
-    if tenant is None:
-        return stored
-    prefix = tenant + SEP
-    return stored[len(prefix) :] if stored.startswith(prefix) else None
-
-
-def public_doc(result: Result, tenant: str | None) -> dict[str, Any]:
-    """The result as its tenant may see it: its own ids, sources without secrets."""
-    doc = result.model_dump(mode="json")
-    doc["job_id"] = unscope(tenant, result.job_id) or result.job_id
-    if result.dedup_of is not None:
-        doc["dedup_of"] = unscope(tenant, result.dedup_of)
-    doc["sources"] = [None if s is None else redact_source(s) for s in result.sources]
-    return doc
 
 
 @dataclass(frozen=True)
@@ -97,12 +59,12 @@ class TenantJobs:
         found: list[Result] = []
         scanned, last = 0, None
         while scanned < MAX_SCAN and len(found) < limit:
-            chunk = await self._r.zrevrangebyscore(
+            chunk: list[Any] = await self._r.zrevrangebyscore(
                 key, top, "-inf", start=0, num=min(100, MAX_SCAN - scanned), withscores=True
             )
             if not chunk:
                 return Page(found, None)
-            ids = [(m.decode() if isinstance(m, bytes) else str(m)) for m, _ in chunk]
+            ids = [bytes(m).decode() for m, _ in chunk]
             docs = await results.get_many([scope(tenant, i) for i in ids])
             for (_, score), doc in zip(chunk, docs, strict=True):
                 last = int(score)

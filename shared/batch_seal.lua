@@ -2,26 +2,36 @@
 -- KEYS: pending hash, batch hash, batch jobs hash, active set, batches index (zset),
 --       group stats hash
 -- ARGV: batch id, created_at, ttl seconds, member key prefix, record JSON (flat object),
---       the oldest remaining job's queued-at ('' if none), then the job ids
-local n, tokens, bytes = 0, 0, 0
-for i = 7, #ARGV do
+--       the oldest remaining job's queued-at ('' if none), job state key prefix,
+--       line key prefix, then the job ids
+-- A job already finished (cancelled by its owner while it waited) is dropped, not sent.
+local n, tokens, bytes, gone, gone_tokens, gone_bytes = 0, 0, 0, 0, 0, 0
+for i = 9, #ARGV do
   local v = redis.call('HGET', KEYS[1], ARGV[i])
   if v then
     redis.call('HDEL', KEYS[1], ARGV[i])
-    redis.call('HSET', KEYS[3], ARGV[i], v)
-    redis.call('SET', ARGV[4] .. ARGV[i], ARGV[1], 'EX', ARGV[3])
     local e = cjson.decode(v)
-    n = n + 1
-    tokens = tokens + (e['tokens'] or 0)
-    bytes = bytes + (e['bytes'] or 0)
+    local st = redis.call('HGET', ARGV[7] .. ARGV[i], 'status')
+    if st == 'failed' or st == 'succeeded' then
+      redis.call('DEL', ARGV[8] .. ARGV[i])
+      gone = gone + 1
+      gone_tokens = gone_tokens + (e['tokens'] or 0)
+      gone_bytes = gone_bytes + (e['bytes'] or 0)
+    else
+      redis.call('HSET', KEYS[3], ARGV[i], v)
+      redis.call('SET', ARGV[4] .. ARGV[i], ARGV[1], 'EX', ARGV[3])
+      n = n + 1
+      tokens = tokens + (e['tokens'] or 0)
+      bytes = bytes + (e['bytes'] or 0)
+    end
   end
 end
+redis.call('HINCRBY', KEYS[6], 'count', -(n + gone))
+redis.call('HINCRBY', KEYS[6], 'bytes', -(bytes + gone_bytes))
+redis.call('HINCRBY', KEYS[6], 'tokens', -(tokens + gone_tokens))
 if n == 0 then
   return 0
 end
-redis.call('HINCRBY', KEYS[6], 'count', -n)
-redis.call('HINCRBY', KEYS[6], 'bytes', -bytes)
-redis.call('HINCRBY', KEYS[6], 'tokens', -tokens)
 if ARGV[6] == '' then
   redis.call('HDEL', KEYS[6], 'first_at')
 else

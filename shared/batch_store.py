@@ -31,6 +31,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.jobstate import STATE_PREFIX
 from shared.lua import load_lua
 
 P = "imgq:bq:"
@@ -177,7 +178,8 @@ class BatchStore:
                 ACTIVE, BATCHES, P + "stats:" + group]  # fmt: skip
         first = "" if next_first_at is None else repr(next_first_at)
         args: list[str | float | int] = [
-            bid, now, self.ttl, MEMBER, json.dumps(record), first, *job_ids
+            bid, now, self.ttl, MEMBER, json.dumps(record), first, STATE_PREFIX, P + "line:",
+            *job_ids,
         ]  # fmt: skip
         return int(await self._seal(keys=keys, args=args))
 
@@ -213,6 +215,18 @@ class BatchStore:
     async def jobs(self, bid: str) -> dict[str, Entry]:
         raw = await self.r.hgetall(P + "batch:" + bid + ":jobs")  # type: ignore[misc]
         return {_s(k): Entry.loads(v) for k, v in raw.items()}
+
+    async def all_jobs_finished(self, bid: str) -> bool:
+        """Has every job of ``bid`` finished without it (e.g. all cancelled by their owners)?"""
+        ids = [_s(j) for j in await self.r.hkeys(P + "batch:" + bid + ":jobs")]  # type: ignore[misc]
+        for i in range(0, len(ids), 1000):
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in ids[i : i + 1000]:
+                pipe.hget(STATE_PREFIX + job_id, "status")
+            statuses = await pipe.execute()
+            if any(_s(st) not in ("failed", "succeeded") for st in statuses if st is not None):
+                return False
+        return True
 
     async def mark_applied(self, bid: str, job_id: str, outcome: str) -> bool:
         """Record a job's outcome once; False if it was already applied (a resumed download)."""

@@ -16,13 +16,16 @@ estimate counted: the budget is then over-counted, never overspent.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from shared.catalogue import Catalogue
+from shared.jobs import Job, Result
 from shared.lua import load_lua
 from shared.tenants import ApiKey
 from shared.text_tokens import prompt_tokens
@@ -37,7 +40,7 @@ _BOUNDING_SHAPES = ((2048, 768), (768, 2048), (2048, 2048), (1536, 1536), (2048,
 
 
 def to_micro(usd: float) -> int:
-    return int(round(usd * 1_000_000))
+    return round(usd * 1_000_000)
 
 
 def period_keys(key_id: str, now: float | None = None) -> tuple[str, str]:
@@ -119,4 +122,13 @@ class Budgets:
         return {t: int(v or 0) / 1e6 for t, v in zip(tenants, raw, strict=True)}
 
 
-__all__ = ["Budgets", "Reservation", "estimate_cost_usd", "period_keys", "to_micro"]
+async def settle_job(r: aioredis.Redis, job: Job, result: Result) -> None:
+    """The worker's hook once ``result`` is final: settle a tenant job's reservation with its
+    bill. Never raises (an unsettled reservation over-counts, it never overspends)."""
+    if job.tenant is None or not result.done:
+        return
+    with contextlib.suppress(RedisError, OSError):
+        await Budgets(r).settle(job.job_id, result.cost_usd)
+
+
+__all__ = ["Budgets", "Reservation", "estimate_cost_usd", "period_keys", "settle_job", "to_micro"]

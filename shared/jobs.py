@@ -60,6 +60,7 @@ class Job(BaseModel):
     kind: Kind = "analyze"
     generation: GenerationSpec | None = None
     tenant: str | None = None  # issue 11: the API key's tenant (scopes dedup; None: direct use)
+    callback_url: str | None = Field(default=None, max_length=2048)  # issue 11: webhook
 
     @model_validator(mode="after")
     def _images_for_kind(self) -> Job:

@@ -129,6 +129,9 @@ class _Histogram(_Guarded, Histogram):
 _M = TypeVar("_M", bound=_Guarded)
 
 
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
 class Metrics:
     """All imgq metrics. `Metrics()` makes its own registry; two instances never clash.
 
@@ -247,6 +250,11 @@ class Metrics:
         self.batch_savings_usd_total = counter(
             "batch_savings_usd_total", "USD saved by the Batch API against the online price."
         )
+        # -- worker event loop (issue 9; fed by shared/loop_lag.py) ----------------------------
+        self.event_loop_lag_seconds = histogram(
+            "event_loop_lag_seconds", "How late the worker's event loop wakes a timer "
+            "(CPU work on the loop shows here).", (), LOOP_LAG_BUCKETS,
+        )  # fmt: skip
         # RSS, CPU seconds, open fds of this process (Linux /proc; nothing elsewhere).
         ProcessCollector(registry=reg)
         # Series of fixed label sets exist from the start at 0, so rate() sees their first

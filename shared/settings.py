@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     fetch_connections: int = Field(default=64, description="the fetch pool of one worker")
     fetch_connections_per_host: int = 8
     api_redis_connections: int = Field(
-        default=8, description="Redis connections of one API process (+1 for its subscription)"
+        default=8, description="Redis connections of one API process, its subscription included"
     )
     api_body_timeout_seconds: float = Field(
         default=30.0, description="time allowed to read one request body; then 408"
@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     api_metrics_port: int | None = Field(
         default=None, description="serve the API's /metrics here without a key (internal network)"
     )
+    api_metrics_host: str = Field(default="127.0.0.1", description="where that port listens")
     api_cors_origins: list[str] = Field(
         default_factory=list, description="browser origins allowed to call the API (none: CORS off)"
     )

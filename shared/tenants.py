@@ -30,6 +30,7 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
 KEY_PREFIX = "imgq_"
 RECORD_PREFIX = "imgq:apikey:"
@@ -159,4 +160,12 @@ class KeyStore:
         return weights
 
 
-__all__ = ["ApiKey", "KeyPolicy", "KeyStore", "check_tenant", "hash_key"]
+async def load_tenant_weights(client: aioredis.Redis) -> dict[str, float]:
+    """Tenants' fair-share weights for a worker's limiter; {} when the keys cannot be read."""
+    try:
+        return await KeyStore(client).tenant_weights()
+    except (RedisError, OSError, ValueError):
+        return {}
+
+
+__all__ = ["ApiKey", "KeyPolicy", "KeyStore", "check_tenant", "hash_key", "load_tenant_weights"]

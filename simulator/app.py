@@ -249,7 +249,7 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_post("/v1/responses", _api_handler("responses"))
     admin.add_routes(app)
     files_api.add_routes(app)  # Files + Batch APIs (issue 14)
-    batch_api.add_routes(app)
+    batch_api.add_routes(app, _load_images)
     images_api.add_routes(app, config.ipm)  # Images API (issue 15)
     app.on_startup.append(_warm_up)
     app.on_cleanup.append(_close_session)

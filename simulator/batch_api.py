@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from simulator import errors
+from simulator.batch_lines import LoadImages
 from simulator.batch_runner import spawn
 from simulator.batch_state import (
     BATCHES,
@@ -183,9 +184,12 @@ async def _stop_tasks(app: web.Application) -> None:
         task.cancel()
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, load_images: LoadImages) -> None:
+    """The Batch API routes; ``load_images``: the online handler's image loader (same checks)."""
     settings = settings_from_json(app[STATE].config.batch_json)
-    app[BATCHES] = BatchState(settings=settings, rng=random.Random(settings.seed))
+    app[BATCHES] = BatchState(
+        settings=settings, rng=random.Random(settings.seed), load_images=load_images
+    )
     app.router.add_post("/v1/batches", _create)
     app.router.add_get("/v1/batches", _list)
     app.router.add_get("/v1/batches/{batch_id}", _retrieve)

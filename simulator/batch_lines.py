@@ -10,6 +10,7 @@ API has its own queue limit (enqueued tokens), checked per batch in simulator/ba
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from shared.text_tokens import prompt_tokens
 from shared.vision_tokens import is_known_model
 from simulator import errors, render
 from simulator.answers import build_answer
+from simulator.images import ImageInfo
 from simulator.payload import Api, Prompt, parse_chat, parse_responses
 from simulator.state import SimState
 
@@ -43,24 +45,25 @@ def parse_line_prompt(api: Api, body: dict[str, Any]) -> Prompt:
     return parse_chat(body) if api == "chat" else parse_responses(body)
 
 
-async def line_prompt_tokens(state: SimState, api: Api, body: dict[str, Any]) -> int:
+async def line_prompt_tokens(
+    state: SimState, load: LoadImages, api: Api, body: dict[str, Any]
+) -> int:
     """Prompt tokens of one line (what the enqueued-token limit counts); 0 if it is invalid."""
     try:
         prompt = parse_line_prompt(api, body)
-        images = await _images(state, prompt)
+        images = await load(state, prompt)
     except errors.ApiError:
         return 0
     return prompt_tokens(prompt.texts, [t for _, t in images], messages=prompt.messages)
 
 
-async def _images(state: SimState, prompt: Prompt) -> Any:
-    # The online handler's own loader, imported here: app.py imports this package's routes.
-    from simulator.app import _load_images
-
-    return await _load_images(state, prompt)
+# The online handler's image loader (simulator/app.py hands it in: no import back up).
+LoadImages = Callable[[SimState, Prompt], Awaitable[list[tuple[ImageInfo, int]]]]
 
 
-async def answer_line(state: SimState, api: Api, body: dict[str, Any], rid: str) -> LineAnswer:
+async def answer_line(
+    state: SimState, load: LoadImages, api: Api, body: dict[str, Any], rid: str
+) -> LineAnswer:
     """The (status, body) the online endpoint would give ``body``; errors in OpenAI's shape."""
     try:
         if body.get("stream"):
@@ -68,7 +71,7 @@ async def answer_line(state: SimState, api: Api, body: dict[str, Any], rid: str)
         prompt = parse_line_prompt(api, body)
         if not is_known_model(prompt.model):
             raise errors.model_not_found(prompt.model)
-        images = await _images(state, prompt)
+        images = await load(state, prompt)
     except errors.ApiError as err:
         return LineAnswer(err.status, err.body())
     n_prompt = prompt_tokens(prompt.texts, [t for _, t in images], messages=prompt.messages)

@@ -134,7 +134,9 @@ async def _run(app: web.Application, batch: SimBatch) -> None:
     model = str(parsed[0]["body"].get("model"))
     obj["model"] = model
     obj["request_counts"]["total"] = len(parsed)
-    batch.tokens = sum([await line_prompt_tokens(sim, api, ln["body"]) for ln in parsed])
+    load = bs.load_images
+    assert load is not None, "add_routes(app, load_images) was not called"
+    batch.tokens = sum([await line_prompt_tokens(sim, load, api, ln["body"]) for ln in parsed])
     if cfg.enqueued_token_limit is not None:
         enqueued = sum(
             b.tokens
@@ -175,7 +177,7 @@ async def _run(app: web.Application, batch: SimBatch) -> None:
             if forced is not None or roll < cfg.line_fail_rate:
                 ans = _forced_error(forced or 500, line["body"])
             else:
-                ans = await answer_line(sim, api, line["body"], sim.next_id())
+                ans = await answer_line(sim, load, api, line["body"], sim.next_id())
             del todo[line["custom_id"]]
             record = _result_line(line["custom_id"], rid, ans)
             if ans.status == 200:

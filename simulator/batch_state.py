@@ -19,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
+from simulator.batch_lines import LoadImages
+
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions")
 MAX_REQUESTS_PER_FILE = 50_000
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -64,6 +66,7 @@ class BatchState:
     completion_tokens: int = 0
     images_seen: dict[str, int] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    load_images: LoadImages | None = None  # the online path's loader, handed in by app.py
 
     def counters(self) -> dict[str, Any]:
         return {

@@ -211,6 +211,9 @@ def sim(
             ipm=ipm,
             extra_models=tuple(extra_models),
         )
+        from simulator.batch_state import settings_from_json
+
+        settings_from_json(batch_json)  # a bad --batch is a usage error, not a crash later
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _raise_fd_limit()

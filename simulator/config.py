@@ -39,7 +39,7 @@ class SimConfig:
     # Model names served besides the catalogue's, as an OpenAI-compatible server serves its own
     # (images billed with the catalogue's unknown-model rule, gpt-4o's tiles).
     extra_models: tuple[str, ...] = ()
-    # Batch API timing and faults (simulator/batch_api.py BatchSimSettings) as a JSON object.
+    # Batch API timing and faults (simulator/batch_state.py BatchSimSettings) as a JSON object.
     batch_json: str | None = None
     # Timeout for fetching loopback image URLs.
     fetch_timeout_s: float = 10.0

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from producer.api_service import spend_gauge
 from shared.fleet_metrics import FAMILIES as FLEET_FAMILIES
 from shared.metrics import Metrics
 from shared.settings import Settings
@@ -69,6 +71,9 @@ def recorded_names() -> set[str]:
 
 
 FLEET_NAMES = {f"imgq_{name}" for name in FLEET_FAMILIES}
+# The API's own: spend per tenant (producer/api_service.py).
+API_NAMES = {fam.name for fam in spend_gauge(CollectorRegistry()).collect()}
+FLEET_NAMES |= API_NAMES
 ALLOWED = defined_metric_names() | FLEET_NAMES | recorded_names() | {"up"} | REDIS_EXPORTER_METRICS
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or"}
 KEYWORDS |= {"unless", "offset", "bool", "inf", "nan"}
@@ -233,7 +238,11 @@ def test_prometheus_config_matches_the_stack(services: dict[str, Any]) -> None:
     assert sd["names"] == ["worker"]
     assert str(sd["port"]) == services["worker"]["environment"]["IMGQ_METRICS_PORT"]
     assert str(sd["port"]) in [str(p) for p in services["worker"]["expose"]]
-    assert jobs["imgq-api"]["static_configs"][0]["targets"] == ["api:8080"]
+    api_env = services["api"]["environment"]
+    api_metrics = api_env["IMGQ_API_METRICS_PORT"]  # the key-free side port, not the API's
+    assert jobs["imgq-api"]["static_configs"][0]["targets"] == [f"api:{api_metrics}"]
+    assert api_metrics in [str(p) for p in services["api"]["expose"]]
+    assert not any(str(p).endswith(f":{api_metrics}") for p in services["api"]["ports"])
     assert jobs["redis"]["static_configs"][0]["targets"] == ["redis-exporter:9121"]
     # Every job="..." an alert or panel selects is a scrape job.
     exprs = " ".join(dashboard_exprs() + [r["expr"] for r in alert_rules()])

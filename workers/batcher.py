@@ -132,6 +132,16 @@ class Batcher:
         if float(rec.get("next_try_at") or 0) > time.time():
             return
         state = rec["state"]
+        if (
+            not rec.get("cancel_requested")
+            and state in ("sealed", "uploading", "uploaded", "created")
+            and self._due_poll(rec)
+            and await self.store.all_jobs_finished(bid)
+        ):
+            # Every job was cancelled by its owner: only now is the batch itself cancelled.
+            log.info("batch %s: all its jobs were cancelled; cancelling the batch", bid)
+            await self.store.update(bid, cancel_requested="1")
+            rec["cancel_requested"] = "1"
         if rec.get("cancel_requested") and state in ("sealed", "uploading", "uploaded"):
             # Not at OpenAI yet: nothing to cancel there; its jobs fail batch_cancelled.
             await self.store.transition(bid, state, state="downloading", openai_status="cancelled")
@@ -148,6 +158,11 @@ class Batcher:
             await self.store.finish(bid)
             return
         await step(bid, rec)
+
+    def _due_poll(self, rec: dict[str, str]) -> bool:
+        # Before creation every tick; once created, on the poll schedule (the check reads the
+        # state of every job of the batch).
+        return rec["state"] != "created" or float(rec.get("next_poll_at") or 0) <= time.time()
 
     async def _backoff(self, bid: str, error: str) -> None:
         rec = await self.store.record(bid) or {}

@@ -20,7 +20,7 @@ DEDUP_PREFIX = "imgq:dedup:"
 
 
 def dedup_key(job: Job, images: Sequence[PreparedImage]) -> str:
-    params = {
+    params: dict[str, object] = {
         "api": job.api,
         "max_output_tokens": job.max_output_tokens,
         "json_schema": job.json_schema,

@@ -13,6 +13,7 @@ from shared.broker import QUEUES, create_celery
 from shared.fleet_metrics import FleetCollector
 from shared.metrics import Metrics, start_metrics_server
 from shared.settings import Settings
+from workers.eviction import check_redis_eviction
 from workers.runtime import WorkerRuntime
 from workers.tasks import register_tasks
 
@@ -55,6 +56,7 @@ def run_worker(
     broker_url = settings.effective_broker_url or redis_url
     concurrency = concurrency or settings.worker_concurrency
     settings = settings.model_copy(update={"worker_concurrency": concurrency})
+    check_redis_eviction(redis_url, allow=settings.allow_evicting_redis)  # issue 9
     app = create_celery(settings, broker_url)
     metrics = Metrics()
     runtime = WorkerRuntime(
@@ -63,6 +65,7 @@ def run_worker(
         broker_url=broker_url,
         metrics=metrics,
         delivery_tags=held_delivery_tags,
+        celery_app=app,
     )
     register_tasks(app, lambda: runtime)
     fleet = FleetCollector.from_settings(settings, redis_url, broker_url, metrics.guard)

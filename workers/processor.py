@@ -10,13 +10,15 @@ counted; after IMGQ_MAX_DELIVERIES the job fails as ``poison_job`` and is dead-l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from shared import dlq, errors
+from shared.budget import settle_job
 from shared.catalogue import canonical_model, default_catalogue
 from shared.images import PreparedImage
 from shared.jobs import ErrorInfo, Job, Result
@@ -130,7 +132,7 @@ async def _process_leased(job: Job, lease: Lease, deps: WorkerDeps) -> Result:
     except errors.CapacityWaitTimeoutError:
         await deps.locks.release(lease, uncount=True)  # waiting is not the job's fault
         raise
-    except (LeaseLostError, StorageDown, errors.StorageUnavailableError):
+    except (LeaseLostError, StorageDown, *STORAGE_ERRORS):
         raise  # not the job's failure: the delivery is handed back (see process_job)
     except errors.ImgqError as exc:
         result = _failed(result, exc)
@@ -140,6 +142,7 @@ async def _process_leased(job: Job, lease: Lease, deps: WorkerDeps) -> Result:
     result.timings.finished_at = time.time()
     await write_final(deps, lease, result)
     await deps.events.publish(job.job_id, result.status)
+    await settle_job(deps.redis, job, result)  # issue 11: the tenant's budget, with the bill
     _record_finish(job, result, deps)
     return result
 
@@ -158,6 +161,7 @@ async def _finish_dead(job: Job, lease: Lease, exc: errors.ImgqError, deps: Work
     result.timings.finished_at = time.time()
     await write_final(deps, lease, result)
     await dlq.add(deps.redis, job.job_id)
+    await settle_job(deps.redis, job, result)  # issue 11: no call paid: the estimate back
     deps.metrics.job_failures_total.labels(model=job.model, code=exc.code).inc()
     await deps.events.publish(job.job_id, result.status)
     log.warning("job %s: %s, dead-lettered", job.job_id, exc.code)
@@ -202,7 +206,8 @@ async def _run(job: Job, result: Result, lease: Lease, deps: WorkerDeps) -> Resu
     try:
         return await _call_with_retries(job, result, lease, images, estimate, deps)
     except errors.ImgqError:
-        await dedup.release(deps.redis, key, job.job_id)
+        with contextlib.suppress(*STORAGE_ERRORS):  # it lapses with its TTL otherwise
+            await dedup.release(deps.redis, key, job.job_id)
         raise
 
 
@@ -236,7 +241,8 @@ async def _call_with_retries(
     parts = [(p.data_url(), p.detail) for p in images]  # detail may drop to low for a budget
 
     async def observe(headers: Mapping[str, str]) -> None:
-        await deps.limiter.observe_headers(key, headers)
+        with _limiter_best_effort(job):
+            await deps.limiter.observe_headers(key, headers)
         seen = parse_ratelimit_headers(headers)
         m.set_ratelimit_remaining(
             job.model, tokens=seen.remaining_tokens, requests=seen.remaining_requests
@@ -262,8 +268,8 @@ async def _call_with_retries(
         try:
             outcome = await _attempt(job, deps, key, parts, estimate, observe, before_call)
         except errors.ImgqError as exc:
-            if isinstance(exc, errors.CapacityWaitTimeoutError):
-                raise  # no call was made: not an attempt
+            if isinstance(exc, errors.CapacityWaitTimeoutError | errors.StorageUnavailableError):
+                raise  # no call was made: not an attempt, and not the API's failure
             m.api_requests_total.labels(model=job.model, api=job.api, outcome=exc.code).inc()
             if isinstance(exc, errors.RateLimitedError):
                 m.rate_limited_total.labels(model=job.model).inc()
@@ -300,13 +306,7 @@ async def _attempt(
     async with deps.concurrency.slot(job.priority):
         waited = time.perf_counter()
         async with deps.drain.capacity_wait():
-            reservation = await deps.limiter.acquire(
-                key,
-                estimate + job.max_output_tokens,
-                priority=job.priority,
-                timeout=deps.settings.capacity_wait_seconds,
-                max_output_tokens=job.max_output_tokens,
-            )
+            reservation = await _acquire_capacity(job, deps, key, estimate)
         m.limiter_wait_seconds.labels(model=job.model, priority=job.priority).observe(
             time.perf_counter() - waited
         )
@@ -329,18 +329,50 @@ async def _attempt(
                 on_headers=observe,
             )
         except errors.ImgqError as exc:
-            await deps.limiter.release(reservation, counted=isinstance(exc, _COUNTED))
+            with _limiter_best_effort(job):
+                await deps.limiter.release(reservation, counted=isinstance(exc, _COUNTED))
             raise
         finally:
             m.in_flight_requests.labels(model=job.model).dec()
-    await deps.limiter.settle(
-        reservation,
-        prompt_tokens=outcome.prompt_tokens,
-        completion_tokens=outcome.completion_tokens,
-    )
+    with _limiter_best_effort(job):  # the answer is paid for: never lose it to a limiter write
+        await deps.limiter.settle(
+            reservation,
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+        )
     deps.concurrency.on_success(outcome.latency_seconds, capacity_wait_s=reservation.waited_s)
     m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
     return outcome
+
+
+async def _acquire_capacity(job: Job, deps: WorkerDeps, key: LimitKey, estimate: int) -> Any:
+    """Fleet capacity for one call; while Redis is unreachable, wait for it (within the capacity
+    wait) rather than spin: a Redis restart holds jobs, it does not fail or bounce them."""
+    deadline = time.monotonic() + deps.settings.capacity_wait_seconds
+    delay = 0.25
+    while True:
+        try:
+            return await deps.limiter.acquire(
+                key,
+                estimate + job.max_output_tokens,
+                priority=job.priority,
+                timeout=max(0.1, deadline - time.monotonic()),
+                max_output_tokens=job.max_output_tokens,
+                tenant=job.tenant,  # issue 11: weighted fair share between tenants
+            )
+        except STORAGE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise errors.CapacityWaitTimeoutError(f"limiter unreachable: {exc}") from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+@contextlib.contextmanager
+def _limiter_best_effort(job: Job) -> Iterator[None]:
+    try:
+        yield
+    except STORAGE_ERRORS as exc:
+        log.warning("job %s: limiter bookkeeping skipped (%s)", job.job_id, exc)
 
 
 async def _succeeded(job: Job, result: Result, outcome: ApiOutcome, deps: WorkerDeps) -> Result:

@@ -23,14 +23,17 @@ from shared.errors import InvalidJobError
 from shared.images import make_fetch_session
 from shared.jobs import ErrorInfo, Job, Result
 from shared.limiter import AdaptiveConcurrency, LimitsConfig, RedisLimiter, key_fingerprint
+from shared.loop_lag import LoopLagMonitor
 from shared.loop_thread import LoopThread
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import build_stores
+from shared.tenants import load_tenant_weights
 from workers.batcher import Batcher, start_batcher
 from workers.deps import WorkerDeps
 from workers.locks import Heartbeat, JobLocks
 from workers.processor import DeliveryError, process_job
+from workers.reconciler import Reconciler
 from workers.retry import MAX_RETRY_AFTER_SECONDS
 
 log = logging.getLogger(__name__)
@@ -47,8 +50,11 @@ class WorkerRuntime:
         broker_url: str | None = None,
         metrics: Metrics | None = None,
         delivery_tags: Callable[[], Iterable[str]] = list,
+        celery_app: Any | None = None,  # given: this process also runs the reconciler
     ) -> None:
         self.settings = settings
+        self._celery_app = celery_app
+        self._background: list[Any] = []  # loop-lag monitor, reconciler (issue 9)
         self.redis_url = redis_url
         self.broker_url = broker_url
         self.metrics = metrics or Metrics()
@@ -108,7 +114,10 @@ class WorkerRuntime:
             images=images,
             results=results,
             events=events,
-            limiter=RedisLimiter(r, LimitsConfig.from_settings(s)),
+            # Issue 11: tenants' weights (their API keys) for the fair share, read at start.
+            limiter=RedisLimiter(
+                r, LimitsConfig.from_settings(s, tenant_weights=await load_tenant_weights(r))
+            ),
             concurrency=concurrency,
             metrics=self.metrics,
             locks=locks,
@@ -117,7 +126,17 @@ class WorkerRuntime:
             http=http,
         )
         self._batcher = start_batcher(deps, self.broker_url)  # issue 14
+        self._start_background(deps)
         return deps
+
+    def _start_background(self, deps: WorkerDeps) -> None:
+        """Issue 9: measure the loop's lag; run the (elected) reconciler."""
+        lag = LoopLagMonitor(self.metrics.event_loop_lag_seconds.observe)
+        self._background = [lag]
+        if self._celery_app is not None:
+            self._background.append(Reconciler(deps, self._celery_app))
+        for task in self._background:
+            task.start()
 
     def begin_drain(self) -> None:
         """Warm shutdown began: jobs only waiting for capacity go back to the queue now."""
@@ -136,6 +155,8 @@ class WorkerRuntime:
         self._loop.stop()
 
     async def _close(self) -> None:
+        for task in self._background:
+            await task.stop()
         if self._heartbeat is not None:
             await self._heartbeat.stop()
         if self._batcher is not None:

@@ -180,6 +180,15 @@ def rows() -> list[tuple[str, list[timeseries.Panel | stat.Panel]]]:
             single("Cost in range (USD)", [
                 (f"sum(increase(imgq_cost_usd_total{{{M}}}[$__range]))", "total"),
             ], unit="currencyUSD", w=8),
+            chart("Cost per tenant: billed in the last hour (USD)", [
+                ('sum by (tenant) (delta(imgq_tenant_spend_usd{period="billed"}[1h]))',
+                 "{{tenant}}"),
+            ], unit="currencyUSD",
+                about="From the API's tenant ledger (API keys); a gauge, hence delta()."),
+            chart("Cost per tenant: today and this month (USD)", [
+                ('max by (tenant) (imgq_tenant_spend_usd{period="day"})', "today {{tenant}}"),
+                ('max by (tenant) (imgq_tenant_spend_usd{period="month"})', "month {{tenant}}"),
+            ], unit="currencyUSD", about="Reservations of calls in flight included."),
         ]),
         ("Batch API route (50 % cheaper, answers within 24 h)", [
             chart("Batches by status", [

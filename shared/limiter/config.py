@@ -90,7 +90,7 @@ class LimitsConfig:
     configured: Mapping[str, ModelLimits] = field(default_factory=dict)
     defaults: Mapping[str, ModelLimits] = field(default_factory=tier_defaults)
     fallback: ModelLimits = FALLBACK
-    margin_s: float = 0.25
+    margin_s: float = 1.0
     inflight_grace_s: float = 600.0
     # Headers saying the API has less left than we hold resync only beyond this share of the
     # limit: an answer's `remaining` is as old as the call's latency.

@@ -61,7 +61,7 @@ class WaitHub:
         self._waiters.setdefault(job_id, set()).add(fut)
         try:
             # Registered before this read: an event arriving in between is not lost.
-            current = await _read(self._results, job_id)
+            current = await read_result(self._results, job_id)
             if current is not None and current.done:
                 return current
             try:
@@ -127,7 +127,7 @@ class WaitHub:
             except ValueError:  # one unreadable record fails the batch: read them one by one
                 for job_id in batch:
                     try:
-                        one = await _read(self._results, job_id)
+                        one = await read_result(self._results, job_id)
                     except UnreadableResultError as exc:
                         self._settle(job_id, error=exc)
                         continue
@@ -150,7 +150,7 @@ class WaitHub:
                 fut.set_result(result)
 
 
-async def _read(results: ResultStore, job_id: str) -> Result | None:
+async def read_result(results: ResultStore, job_id: str) -> Result | None:
     """``results.get`` with a parse failure as ``UnreadableResultError``."""
     try:
         return await results.get(job_id)

@@ -94,7 +94,8 @@ async def test_http_api_accepts_route_batch(
 
     batch_workers(bsim, IMGQ_BATCH_LINGER_SECONDS="0.5")
     img = base64.b64encode(make_image(7)).decode()
-    async with TestClient(TestServer(create_app(Settings(redis_url=redis_url)))) as api:
+    app = create_app(Settings(redis_url=redis_url, api_auth="off"))
+    async with TestClient(TestServer(app)) as api:
         body = {"images": [img], "prompt": "Grade it.", "model": MODEL, "route": "batch"}
         resp = await api.post("/v1/jobs", json=body)
         job_id = (await resp.json())["job_id"]
@@ -103,3 +104,55 @@ async def test_http_api_accepts_route_batch(
         bad = await (await api.post("/v1/jobs", json={**body, "route": "later"})).json()
         assert bad["status"] == "failed" and bad["error"]["code"] == "invalid_job", bad
         assert "route" in bad["error"]["message"]
+
+
+def _cancel_job(redis_url: str, job_id: str) -> str:
+    """Cancel a job the way the HTTP API's DELETE /v1/jobs/{id} does (producer/tenant_jobs.py)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from producer.tenant_jobs import TenantJobs
+
+    async def go() -> str:
+        r = aioredis.Redis.from_url(redis_url)
+        try:
+            return await TenantJobs(r, ttl_seconds=3600).cancel(job_id)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(go())
+
+
+def test_cancelled_jobs_are_not_sent_and_a_batch_is_cancelled_only_when_all_its_jobs_are(
+    bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
+) -> None:
+    from producer.client import SubmitRequest
+
+    batch_workers(bsim, IMGQ_BATCH_LINGER_SECONDS="3600")
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    with Client(Settings(redis_url=redis_url)) as c:
+        ids = c.submit_many(
+            SubmitRequest(images=[make_image(300 + i)], prompt="Grade it.", model=MODEL,
+                          route="batch", max_output_tokens=100)
+            for i in range(4)
+        )  # fmt: skip
+        _wait_for(lambda: all(r.exists(f"imgq:bq:member:{j}") for j in ids))
+        # Cancelled while waiting for a batch: never sent; the other jobs are unaffected.
+        assert _cancel_job(redis_url, ids[0]) == "cancelled"
+        sim_batch(bsim, line_delay_s=30, concurrency=1)
+        _imgq(redis_url, "batches", "flush")
+        bid = _wait_for(lambda: next(iter(r.zrange("imgq:bq:batches", 0, -1)), None))
+        _wait_for(lambda: r.hget(f"imgq:bq:batch:{bid}", "openai_status") == "in_progress")
+        assert r.hget(f"imgq:bq:batch:{bid}", "jobs") == "3"
+        assert ids[0] not in r.hkeys(f"imgq:bq:batch:{bid}:jobs")
+        # Two of its three jobs cancelled: the batch goes on.
+        assert [_cancel_job(redis_url, j) for j in ids[1:3]] == ["cancelled"] * 2
+        time.sleep(2)
+        assert r.hget(f"imgq:bq:batch:{bid}", "openai_status") == "in_progress"
+        assert not r.hget(f"imgq:bq:batch:{bid}", "cancel_requested")
+        # The last one too: now the batch is cancelled at the API.
+        assert _cancel_job(redis_url, ids[3]) == "cancelled"
+        _wait_for(lambda: r.hget(f"imgq:bq:batch:{bid}", "state") == "done", timeout=30)
+    assert r.hget(f"imgq:bq:batch:{bid}", "openai_status") == "cancelled"
+    assert sim_batch(bsim)["lines_answered"] == 0

@@ -219,3 +219,13 @@ def test_batch_flag_sets_timing_and_faults_at_start() -> None:
             _client(sim).files.create(file=("a.jsonl", io.BytesIO(b"{}\n")), purpose="batch")
     finally:
         stop_simulator(sim)
+
+
+def test_bad_batch_flag_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from simulator.cli import sim
+
+    for bad in ('{"nope": 1}', "not json", "[1]"):
+        result = CliRunner().invoke(sim, ["--batch", bad])
+        assert result.exit_code == 2, (bad, result.output)

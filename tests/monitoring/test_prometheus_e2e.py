@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
@@ -50,21 +51,24 @@ def finite(samples: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(s["value"][1])) for s in samples)
 
 
+KEY: dict[str, str] = {}  # the tenant's API key, created by the test
+
+
+def call(url: str, body: bytes | None = None, timeout: float = 30) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {KEY['key']}", "Content-Type": "application/json"}
+    req = urllib.request.Request(url, data=body, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
 def post_job(api: str, image: bytes, **fields: Any) -> dict[str, Any]:
     data_url = "data:image/png;base64," + base64.b64encode(image).decode()
     body = json.dumps({"images": [{"data": data_url}], "prompt": PROMPT, **fields}).encode()
-    req = urllib.request.Request(
-        f"{api}/v1/jobs", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
+    return call(f"{api}/v1/jobs", body)
 
 
 def wait_job(api: str, job_id: str, seconds: float = 60) -> dict[str, Any]:
-    with urllib.request.urlopen(
-        f"{api}/v1/jobs/{job_id}?wait={seconds}", timeout=seconds + 10
-    ) as r:
-        return json.loads(r.read())  # type: ignore[no-any-return]
+    return call(f"{api}/v1/jobs/{job_id}?wait={seconds}", timeout=seconds + 10)
 
 
 def until(prom: Prometheus, expr: str, timeout: float = 60) -> None:
@@ -82,6 +86,11 @@ def drive_load(api: str, prom: Prometheus) -> None:
     big = {"model": "gpt-4o", "max_output_tokens": BIG, "detail": "low", "dedup": False}
     with ThreadPoolExecutor(3) as pool:
         list(pool.map(lambda i: post_job(api, make_image(100 + i), **big), range(3)))
+    # Two more once the limiter knows the real TPM: its bucket is empty for ~20 s, longer than
+    # IMGQ_CAPACITY_WAIT_SECONDS, so they wait for capacity and go back to the queue.
+    time.sleep(1)
+    for i in range(2):
+        post_job(api, make_image(110 + i), **big)
     # 2. Successes on gpt-4.1-mini (its own limit), a bad image, and a dedup hit.
     small = {"max_output_tokens": 20, "priority": "interactive"}
     ids = [post_job(api, make_image(i), **small)["job_id"] for i in range(6)]
@@ -114,8 +123,14 @@ def test_every_dashboard_query_and_alert_signal_returns_data(
     limits = {"gpt-4o": {"tpm": 1_000_000, "rpm": 10_000},
               "gpt-4.1-mini": {"tpm": 1_000_000, "rpm": 10_000}}  # fmt: skip
     worker_port, api_port, exporter_port = free_port(), free_port(), free_port()
+    api_metrics_port = free_port()
     env = worker_env(redis_url, sim, IMGQ_MODEL_LIMITS=json.dumps(limits),
-                     IMGQ_CAPACITY_WAIT_SECONDS="2", IMGQ_METRICS_PORT=str(worker_port))  # fmt: skip
+                     IMGQ_CAPACITY_WAIT_SECONDS="2", IMGQ_METRICS_PORT=str(worker_port),
+                     IMGQ_API_METRICS_PORT=str(api_metrics_port))  # fmt: skip
+    # A tenant with its API key: the API checks keys, and exports spend per tenant.
+    made = subprocess.run(imgq_command("keys", "create", "--tenant", "team-a", "--json"),
+                          env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    KEY.update(json.loads(made.stdout))
     worker = processes("worker", imgq_command("worker", "-c", "8", "-l", "INFO"), env)
     api_proc = processes(
         "api", imgq_command("api", "--host", "127.0.0.1", "--port", str(api_port)), env
@@ -133,7 +148,7 @@ def test_every_dashboard_query_and_alert_signal_returns_data(
         tmp_path,
         {
             "imgq-worker": [f"127.0.0.1:{worker_port}"],
-            "imgq-api": [f"127.0.0.1:{api_port}"],
+            "imgq-api": [f"127.0.0.1:{api_metrics_port}"],  # IMGQ_API_METRICS_PORT: no key
             "redis": [f"127.0.0.1:{exporter_port}"],
         },
         [MON / "alerts.yml"],
@@ -186,6 +201,7 @@ def test_every_dashboard_query_and_alert_signal_returns_data(
         assert one('sum(imgq_rate_limited_total{model="gpt-4o"})') >= 1
         assert one('sum(imgq_limiter_tokens_limit{model="gpt-4o"})') == 3000  # learnt from headers
         assert one('count(process_resident_memory_bytes{job=~"imgq-worker|imgq-api"} > 2^20)') == 2
+        assert one('count(imgq_tenant_spend_usd{tenant="team-a"})') == 3  # day, month, billed
         # The model picker's values exist.
         assert {
             s["metric"]["model"] for s in prom.query("count by (model) (imgq_api_requests_total)")

@@ -97,6 +97,7 @@ def _supervise(
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(600)
 def test_redis_killed_and_restarted_mid_run(
     tmp_path: Path, simulator_factory: Callable[..., Sim], worker_factory: WorkerFactory
 ) -> None:
@@ -111,6 +112,8 @@ def test_redis_killed_and_restarted_mid_run(
         return proc
 
     procs = [start(), start()]
+    stop, exits = threading.Event(), []  # type: ignore[var-annotated]
+    sup = threading.Thread(target=_supervise, args=(start, procs, stop, exits), daemon=True)
     images = [make_image(5000 + i) for i in range(200)]
     got: list[Result] = []
     errors: list[BaseException] = []
@@ -134,8 +137,6 @@ def test_redis_killed_and_restarted_mid_run(
             killed_at = time.monotonic()
             time.sleep(10)
             server.start()
-            stop, exits = threading.Event(), []  # type: ignore[var-annotated]
-            sup = threading.Thread(target=_supervise, args=(start, procs, stop, exits))
             sup.start()
             waiter.join(320)
             recovered_in = time.monotonic() - killed_at
@@ -143,6 +144,7 @@ def test_redis_killed_and_restarted_mid_run(
             sup.join()
             alive_through = all(p.poll() is None for p in procs) and not exits
     finally:
+        stop.set()
         server.stop()
     logs = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("worker*.log")))
     unrecoverable = re.findall(r"Unrecoverable error: ([^\n]{0,120})", logs)

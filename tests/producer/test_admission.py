@@ -121,7 +121,7 @@ async def test_nested_metadata_probe_over_http_is_no_500(stack: Stack) -> None:
     from producer.api import create_app
 
     url = stack.idle_redis_url()
-    client: TestClient = TestClient(TestServer(create_app(Settings(redis_url=url))))  # type: ignore[type-arg]
+    client: TestClient = TestClient(TestServer(create_app(Settings(redis_url=url, api_auth="off"))))  # type: ignore[type-arg]
     await client.start_server()
     try:
         body = {

@@ -68,7 +68,7 @@ async def served() -> AsyncIterator[tuple[str, Served]]:
 
 @pytest.fixture
 async def api(stack: Stack, api_factory: ApiFactory) -> TestClient:  # type: ignore[type-arg]
-    return await api_factory(Settings(redis_url=stack.redis_url))  # type: ignore[no-any-return]
+    return await api_factory(Settings(redis_url=stack.redis_url, api_auth="off"))  # type: ignore[no-any-return]
 
 
 def _peak_rss_mib(pid: int) -> float:

@@ -26,6 +26,7 @@ FLAGS = (
     "--max-images",
     "--extra-model",
     "--ipm",
+    "--batch",
     "--log-level",
 )
 

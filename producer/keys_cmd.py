@@ -1,0 +1,174 @@
+"""``imgq keys``: API keys per tenant for the HTTP API (stored hashed; a key is shown once).
+
+$ imgq keys create --tenant acme --models gpt-4.1-mini --max-output-tokens 2000 \\
+      --priorities bulk --daily-budget-usd 25 --weight 3
+key_3f2a9c0d11e4  tenant acme
+imgq_Zb3...        <- shown once: store it now
+$ imgq keys create --tenant acme --json        # {"tenant": "acme", "key": "imgq_...", "id": ...}
+$ imgq keys list                               # id, tenant, policy, created, revoked
+$ imgq keys revoke key_3f2a9c0d11e4            # refused from the next request on
+$ imgq keys usage                              # spend today / this month per key
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+T = TypeVar("T")
+
+
+def _run(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``fn(redis)`` against the configured (or embedded) Redis."""
+    import redis.asyncio as aioredis
+
+    from shared.embedded_redis import with_embedded_redis
+    from shared.settings import Settings
+
+    settings = with_embedded_redis(Settings())
+
+    async def go() -> T:
+        r = aioredis.from_url(settings.require_redis_url())
+        try:
+            return await fn(r)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(go())
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+
+
+@click.group(name="keys")
+def keys() -> None:
+    """API keys per tenant: create (shown once), list, revoke, usage."""
+
+
+@keys.command()
+@click.option("--tenant", required=True, help="a-z, 0-9, '_' and '-', up to 40 characters.")
+@click.option("--models", default=None, help="Comma-separated models the key may use (default: any).")  # fmt: skip
+@click.option("--max-output-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--priorities", default=None, help="Comma-separated: interactive,bulk (default: both).")  # fmt: skip
+@click.option("--daily-budget-usd", type=click.FloatRange(min=0), default=None)
+@click.option("--monthly-budget-usd", type=click.FloatRange(min=0), default=None)
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Share of a model's capacity when tenants are backlogged together.")  # fmt: skip
+@click.option("--admin", is_flag=True, help="May also read /metrics on the API port.")
+@click.option("--json", "as_json", is_flag=True, help='Print {"tenant", "key", ...} as JSON.')
+def create(
+    tenant: str,
+    models: str | None,
+    max_output_tokens: int | None,
+    priorities: str | None,
+    daily_budget_usd: float | None,
+    monthly_budget_usd: float | None,
+    weight: float,
+    admin: bool,
+    as_json: bool,
+) -> None:
+    """Create a key for TENANT; the key is printed once and only its hash is kept."""
+    from shared.tenants import KeyPolicy, KeyStore, check_tenant
+
+    if daily_budget_usd is not None and monthly_budget_usd is not None:
+        raise click.UsageError("give --daily-budget-usd or --monthly-budget-usd, not both")
+    try:
+        check_tenant(tenant)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--tenant") from None
+    prios = _csv(priorities)
+    if bad := [p for p in prios if p not in ("interactive", "bulk")]:
+        raise click.BadParameter(f"unknown priority {bad[0]!r}", param_hint="--priorities")
+    policy = KeyPolicy(
+        models=_csv(models),
+        max_output_tokens=max_output_tokens,
+        priorities=prios,
+        budget_usd=monthly_budget_usd if monthly_budget_usd is not None else daily_budget_usd,
+        budget_period="monthly" if monthly_budget_usd is not None else "daily",
+        weight=weight,
+    )
+    record, raw = _run(lambda r: KeyStore(r).create(tenant, policy, admin=admin))
+    if as_json:
+        click.echo(json.dumps({"tenant": record.tenant, "key": raw, **record.public()}))
+        return
+    click.echo(f"{record.id}  tenant {record.tenant}")
+    click.echo(raw)
+    click.echo("(shown once: store it now; only its hash is kept)", err=True)
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+def list_cmd(as_json: bool) -> None:
+    """List keys (never the secrets)."""
+    from shared.tenants import KeyStore
+
+    found = _run(lambda r: KeyStore(r).list())
+    if as_json:
+        for k in found:
+            click.echo(json.dumps(k.public()))
+        return
+    click.echo(f"{'ID':<18}{'TENANT':<20}{'CREATED (UTC)':<18}{'REVOKED':<18}POLICY")
+    for k in found:
+        policy = json.dumps(k.policy.model_dump(exclude_defaults=True), separators=(",", ":"))
+        click.echo(
+            f"{k.id:<18}{k.tenant:<20}{_when(k.created_at):<18}{_when(k.revoked_at):<18}{policy}"
+        )
+
+
+@keys.command()
+@click.argument("key_id")
+def revoke(key_id: str) -> None:
+    """Revoke KEY_ID: refused (401) from the next request on."""
+    from shared.tenants import KeyStore
+
+    record = _run(lambda r: KeyStore(r).revoke(key_id))
+    if record is None:
+        raise click.ClickException(f"no key {key_id}")
+    click.echo(f"revoked {record.id} (tenant {record.tenant})")
+
+
+@keys.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+def usage(as_json: bool) -> None:
+    """Spend per key: today and this month (UTC, open reservations included), and budgets."""
+    from shared.budget import Budgets
+    from shared.tenants import KeyStore
+
+    async def go(r: Any) -> list[dict[str, Any]]:
+        budgets = Budgets(r)
+        rows = []
+        for k in await KeyStore(r).list():
+            day, month = await budgets.spent(k)
+            rows.append({"id": k.id, "tenant": k.tenant, "day_usd": round(day, 6),
+                         "month_usd": round(month, 6), "budget_usd": k.policy.budget_usd,
+                         "budget_period": k.policy.budget_period,
+                         "revoked": k.revoked})  # fmt: skip
+        return rows
+
+    rows = _run(go)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    click.echo(f"{'ID':<18}{'TENANT':<20}{'TODAY $':>12}{'MONTH $':>12}  BUDGET")
+    for row in rows:
+        budget = (
+            "-" if row["budget_usd"] is None else f"${row['budget_usd']:g}/{row['budget_period']}"
+        )
+        click.echo(
+            f"{row['id']:<18}{row['tenant']:<20}{row['day_usd']:>12.4f}{row['month_usd']:>12.4f}"
+            f"  {budget}"
+        )
+
+
+__all__ = ["keys"]
