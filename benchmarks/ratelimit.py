@@ -260,8 +260,8 @@ def table(b: Burst, burst: list[dict[str, Any]], backlog: dict[str, Any] | None,
         tot = sum(four)
         ok4 = all(abs(c / tot - 0.25) <= 0.05 for c in four)
         ok_t = 2.7 <= a / bb <= 3.3
-        lines += ["", "**Fairness** (limiter level: OS processes backlogged on one limit, 40 "
-                  "grants/s, counted over 9.5 s while all wait):", "",
+        lines += ["", "**Fairness** (limiter level: OS processes backlogged on one limit, 20 "
+                  "grants/s, 32 waiters each, counted over 11 s while all wait):", "",
                   "| case | grants | shares | target |", "|---|---|---|---|",
                   f"| 4 processes | {four} | {', '.join(f'{100 * c / tot:.1f} %' for c in four)} "
                   f"| 25 % ± 5 %: {word[ok4]} |",

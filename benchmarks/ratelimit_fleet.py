@@ -1,6 +1,6 @@
 """Fairness of the fleet queue, limiter level: OS processes waiting on one limit in Redis.
 
-    python -m benchmarks.ratelimit_fleet grants URL --seconds 12 --start-at T [--tenant a]
+    python -m benchmarks.ratelimit_fleet grants URL --seconds 14 [--tenant a]
 
 Each process keeps ``--coroutines`` bulk waiters in the fleet queue (acquire, settle, again) and
 prints the grant times it got. ``shares()`` runs several and counts grants while all were
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import redis
 import redis.asyncio as aioredis
 
 from benchmarks.common import ROOT, bench_env
@@ -23,7 +24,7 @@ from shared.errors import CapacityWaitTimeoutError
 from shared.limiter import LimitKey, LimitsConfig, ModelLimits, RedisLimiter
 
 KEY = LimitKey("gpt-4.1-mini", "bench0fairness00")
-TPM = 24_000  # 400 tokens/s: 40 grants/s of 10 tokens
+TPM = 12_000  # 200 tokens/s: 20 grants/s of 10 tokens
 WEIGHTS = {"a": 3.0, "b": 1.0}
 
 
@@ -34,9 +35,13 @@ def _config() -> LimitsConfig:
 
 
 async def _grants(args: argparse.Namespace) -> list[int]:
-    lim = RedisLimiter(aioredis.Redis.from_url(args.url), _config())
+    client = aioredis.Redis.from_url(args.url)
+    lim = RedisLimiter(client, _config())
     got: list[int] = []
-    await asyncio.sleep(max(0.0, args.start_at - time.time()))
+    await client.incr("bench:ready")  # then wait for the common start time
+    while (go := await client.get("bench:go")) is None:  # noqa: ASYNC110 (another process)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(max(0.0, float(go) - time.time()))
     deadline = time.monotonic() + args.seconds
 
     async def loop() -> None:
@@ -60,33 +65,24 @@ async def _spend_bucket(url: str) -> None:
     await client.aclose()
 
 
-def shares(url: str, tenants: list[str], seconds: float = 12.0) -> list[int]:
+def shares(url: str, tenants: list[str], seconds: float = 14.0) -> list[int]:
     """Grants per process (one process per entry of ``tenants``) while all were backlogged."""
     asyncio.run(_spend_bucket(url))
-    start_at = time.time() + 4.0
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.ratelimit_fleet",
-                "grants",
-                url,
-                "--seconds",
-                str(seconds),
-                "--start-at",
-                str(start_at),
-                "--tenant",
-                t,
-            ],
-            cwd=ROOT,
-            env=bench_env(),
-            stdout=subprocess.PIPE,
-            text=True,
+            [sys.executable, "-m", "benchmarks.ratelimit_fleet", "grants", url, "--seconds",
+             str(seconds), "--tenant", t],
+            cwd=ROOT, env=bench_env(), stdout=subprocess.PIPE, text=True,
         )
         for t in tenants
-    ]
-    lo, hi = (start_at + 1.5) * 1000, (start_at + seconds - 1.0) * 1000
+    ]  # fmt: skip
+    r = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 60
+    while int(r.get("bench:ready") or 0) < len(procs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    start_at = time.time() + 0.5
+    r.set("bench:go", start_at)
+    lo, hi = (start_at + 2.0) * 1000, (start_at + seconds - 1.0) * 1000
     out = []
     for p in procs:
         text, _ = p.communicate(timeout=seconds + 60)
@@ -99,9 +95,8 @@ def main() -> None:
     p.add_argument("mode", choices=["grants"])
     p.add_argument("url")
     p.add_argument("--seconds", type=float, default=12.0)
-    p.add_argument("--start-at", type=float, default=0.0)
     p.add_argument("--tenant", default="")
-    p.add_argument("--coroutines", type=int, default=8)
+    p.add_argument("--coroutines", type=int, default=32)
     print(json.dumps(asyncio.run(_grants(p.parse_args()))), flush=True)
 
 

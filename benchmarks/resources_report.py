@@ -120,5 +120,5 @@ def render(rows: dict[str, Any], command: str, machine: str) -> str:
         if name in rows:
             out += [*part(rows[name]), ""]
             if part is not _rss and "command" in rows[name]:
-                out[-1:] = [f"(`{rows[name]['command']}`)", ""]
+                out += [f"Command: `{rows[name]['command']}`.", ""]
     return "\n".join(out).rstrip() + "\n"

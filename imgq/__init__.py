@@ -24,13 +24,17 @@ from shared.errors import *  # noqa: F403 - the whole error tree is public (and 
 
 if TYPE_CHECKING:
     from producer.client import AsyncClient, Client, ImageInput, SubmitRequest
+    from producer.http_client import ApiError, AsyncHttpClient, HttpClient
     from shared.jobs import ErrorInfo, Result, Usage
     from shared.settings import Settings
 
 __all__ = [
+    "ApiError",
     "AsyncClient",
+    "AsyncHttpClient",
     "Client",
     "ErrorInfo",
+    "HttpClient",
     "ImageInput",
     "Result",
     "Settings",
@@ -44,6 +48,9 @@ _LAZY = {
     "Client": "producer.client",
     "ImageInput": "producer.client",
     "SubmitRequest": "producer.client",
+    "HttpClient": "producer.http_client",  # the HTTP API with an API key (issue 11)
+    "AsyncHttpClient": "producer.http_client",
+    "ApiError": "producer.http_client",
     "ErrorInfo": "shared.jobs",
     "Result": "shared.jobs",
     "Usage": "shared.jobs",

@@ -1,4 +1,4 @@
-"""The HTTP API (aiohttp): submit jobs as JSON or multipart uploads, read or wait for results.
+"""The HTTP API (aiohttp): the app, its shared parts and the probes; routes live in modules.
 
     POST /v1/jobs              JSON {"images": [{"url"|"data": ..., "detail": "auto"}], "prompt": ...}
                                or multipart/form-data: files `image` (repeatable) + fields;
@@ -8,6 +8,9 @@
     GET  /metrics              Prometheus metrics of this API process
     POST /v1/images/generations, /v1/images/edits, GET /v1/jobs/{id}/images/{i}
                                image generation jobs (producer/api_images.py)
+
+The /v1/jobs routes (tenant-scoped, issue 11) are in producer/api_jobs.py, the body reading in
+producer/api_body.py, keys and the edge in producer/api_service.py.
 
 Bounded whatever the callers do: one process holds at most ``api_redis_connections`` Redis
 connections (a blocking pool; callers queue for it), every ``?wait`` shares ONE subscription
@@ -19,28 +22,22 @@ within ``max_body_bytes`` (413).
 
 from __future__ import annotations
 
-import json
-import math
-
 import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from producer import api_images, api_service
-from producer.api_body import BodyTimeoutError, read_submit
 from producer.client import AsyncClient
 from shared.errors import StorageUnavailableError
-from shared.jobs import Result
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import build_stores
-from shared.storage.wait_hub import UnreadableResultError, WaitHub
+from shared.storage.wait_hub import WaitHub
 
 # Multipart: 50 MB of images plus the form fits. JSON carries images as base64 (x4/3), so a JSON
 # body holds about 48 MB of images, under max_job_image_bytes: send big jobs as multipart.
 MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_WAIT_SECONDS = 300.0
 POOL_TIMEOUT_SECONDS = 20.0  # a request waiting this long for a Redis connection gets a 503
 CLIENT: web.AppKey[AsyncClient] = web.AppKey("client", AsyncClient)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
@@ -52,85 +49,6 @@ HUB: web.AppKey[WaitHub] = web.AppKey("hub", WaitHub)
 
 def _bad(message: str, code: str = "invalid_job", status: int = 400) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-def _unreadable(exc: UnreadableResultError) -> web.Response:
-    # Stored by an older or buggy writer (e.g. metadata nested past the parser's limits): say so
-    # plainly; it will not change by asking again.
-    return _bad(str(exc), "result_unreadable", status=502)
-
-
-async def _get(request: web.Request, job_id: str) -> Result | None:
-    try:
-        return await request.app[CLIENT].get(job_id)
-    except ValueError as exc:  # pydantic's ValidationError on a stored document
-        raise UnreadableResultError(
-            f"the stored result of job {job_id!r} cannot be read ({type(exc).__name__})"
-        ) from None
-
-
-async def submit_job(request: web.Request) -> web.Response:
-    app = request.app
-    try:
-        req = await read_submit(request, max_body=app[MAX_BODY], timeout=app[BODY_TIMEOUT])
-    except BodyTimeoutError as exc:
-        resp = _bad(str(exc), "request_timeout", status=408)
-        resp.force_close()  # the rest of a trickled body is not worth waiting for
-        return resp
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        return _bad(str(exc))
-    client = app[CLIENT]
-    try:
-        # A known job id is answered as it stands (200), never run or counted twice.
-        existing = await _get(request, req.job_id) if req.job_id else None
-        if existing is not None:
-            return web.json_response(existing.model_dump(mode="json"), status=200)
-        (job_id,) = await client.submit_many([req])
-        result = await _get(request, job_id)
-    except StorageUnavailableError as exc:
-        return _bad(exc.message, exc.code, status=503)
-    except UnreadableResultError as exc:
-        return _unreadable(exc)
-    if result is None or result.status != "failed":  # refused at submission: not enqueued
-        model = req.model or client.settings.default_model
-        app[METRICS].jobs_submitted_total.labels(model=model, priority=req.priority).inc()
-    doc = result.model_dump(mode="json") if result else {"job_id": job_id, "status": "queued"}
-    return web.json_response(doc, status=202)
-
-
-def _wait_seconds(raw: str) -> float | None:
-    """``?wait=`` as seconds within 0..MAX_WAIT_SECONDS; None when it is not a finite number."""
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return None
-    if not math.isfinite(seconds):  # a NaN deadline is never reached: the request would hang
-        return None
-    return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
-
-
-async def get_job(request: web.Request) -> web.Response:
-    job_id = request.match_info["job_id"]
-    wait = request.query.get("wait")
-    seconds = 0.0
-    if wait is not None:
-        parsed = _wait_seconds(wait)
-        if parsed is None:
-            return _bad("`wait` is a number of seconds")
-        seconds = parsed
-    try:
-        result = await _get(request, job_id)
-        if result is None:
-            return _bad(f"no job {job_id}", "not_found", status=404)
-        if seconds > 0 and not result.done:
-            result = await request.app[HUB].wait(job_id, seconds) or await _get(request, job_id)
-            if result is None:  # deleted while waiting
-                return _bad(f"no job {job_id}", "not_found", status=404)
-    except StorageUnavailableError as exc:
-        return _bad(exc.message, exc.code, status=503)
-    except UnreadableResultError as exc:
-        return _unreadable(exc)
-    return web.json_response(result.model_dump(mode="json"))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -20,12 +20,13 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from producer.api_scope import scoped_fields
 from producer.client import AsyncClient
 from producer.generation_jobs import split_options
 from shared.errors import ImgqError, StorageUnavailableError
 from shared.generation import Kind
 
-_JOB_FIELDS = ("prompt", "metadata", "priority", "job_id")
+_JOB_FIELDS = ("prompt", "metadata", "priority", "job_id", "tenant")
 _INT_FIELDS = ("n", "output_compression")
 _MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -111,7 +112,7 @@ def add_routes(
                 body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            fields = _fields(body, form=False)
+            fields = scoped_fields(request, _fields(body, form=False))  # issue 11: tenant ids
         except TimeoutError:
             return _bad("the request body did not arrive in time", "request_timeout", 408)
         except (ValueError, TypeError) as exc:
@@ -124,6 +125,7 @@ def add_routes(
         try:
             async with asyncio.timeout(body_timeout):
                 fields, images, mask = await _read_edit(request, max_body)
+                fields = scoped_fields(request, fields)  # issue 11: tenant ids
         except TimeoutError:
             return _bad("the request body did not arrive in time", "request_timeout", 408)
         except (ValueError, TypeError) as exc:

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from producer.api_body import BodyTimeoutError, _image_from_json, _request_from, read_submit
 from producer.api_edge import API_KEY, error_response
@@ -26,6 +27,7 @@ from producer.api_submit import ApiDeps, submit_for, tenant_of
 from producer.client import SubmitRequest
 from producer.tenant_jobs import cancelled, check_job_id, public_doc, scope
 from shared import errors
+from shared.images.fetch import AllowList, check_host
 from shared.jobs import Result
 from shared.storage.wait_hub import UnreadableResultError
 
@@ -44,12 +46,29 @@ def _no_job(job_id: str) -> web.Response:
     return error_response(404, "not_found", f"no job {job_id[:128]!r}")
 
 
-def _check(req: SubmitRequest) -> str | None:
+async def _check(req: SubmitRequest, allow: AllowList) -> str | None:
     """Why this request is refused before anything else, or None."""
     if req.job_id is not None and not check_job_id(req.job_id):
         return "`job_id` is 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
     if req.model is not None and len(req.model) > 100:
         return "`model` is at most 100 characters"
+    if req.callback_url is not None:
+        return await _check_callback(req.callback_url, allow)
+    return None
+
+
+async def _check_callback(raw: str, allow: AllowList) -> str | None:
+    """The SSRF guard of image URLs, at submit (the worker checks again at each delivery)."""
+    try:
+        url = URL(raw)
+    except ValueError:
+        return "`callback_url` is not a URL"
+    if len(raw) > 2048 or url.scheme not in ("http", "https") or not url.host:
+        return "`callback_url` is an http(s) URL of at most 2048 characters"
+    try:
+        await check_host(url.host, url.port or 443, allow)
+    except errors.ImgqError as exc:
+        return f"`callback_url`: {exc.message}"
     return None
 
 
@@ -70,7 +89,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         return resp
     except (ValueError, TypeError) as exc:
         return error_response(400, "invalid_job", str(exc)[:500])
-    problem = _check(req)
+    problem = await _check(req, AllowList(deps.settings.fetch_allow_hosts))
     if problem is not None:
         return error_response(400, "invalid_job", problem)
     try:
@@ -109,7 +128,7 @@ async def submit_batch(request: web.Request) -> web.StreamResponse:
             if not isinstance(raw, list):
                 raise ValueError("`images` must be a list")
             req = _request_from(item, [_image_from_json(i) for i in raw])
-            problem = _check(req)
+            problem = await _check(req, AllowList(deps.settings.fetch_allow_hosts))
             if problem is not None:
                 raise ValueError(problem)
         except (ValueError, TypeError) as exc:

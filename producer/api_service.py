@@ -27,6 +27,7 @@ from producer.api_edge import (
     edge_middleware,
     error_response,
 )
+from producer.api_scope import scope_middleware
 from producer.api_submit import ApiDeps
 from producer.client import AsyncClient
 from producer.tenant_jobs import TenantJobs
@@ -119,6 +120,7 @@ def install(
     app[api_jobs.DEPS] = deps
     app.middlewares.append(edge_middleware(settings.api_cors_origins))
     app.middlewares.append(auth_middleware(keys))
+    app.middlewares.append(scope_middleware)
     app.on_response_prepare.append(_on_prepare)
     api_jobs.add_routes(app)
     openapi.add_routes(app)

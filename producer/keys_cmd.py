@@ -8,6 +8,7 @@ $ imgq keys create --tenant acme --json        # {"tenant": "acme", "key": "imgq
 $ imgq keys list                               # id, tenant, policy, created, revoked
 $ imgq keys revoke key_3f2a9c0d11e4            # refused from the next request on
 $ imgq keys usage                              # spend today / this month per key
+$ imgq keys webhook-secret --tenant acme       # the secret that signs acme's webhooks
 """
 
 from __future__ import annotations
@@ -97,13 +98,32 @@ def create(
         budget_period="monthly" if monthly_budget_usd is not None else "daily",
         weight=weight,
     )
-    record, raw = _run(lambda r: KeyStore(r).create(tenant, policy, admin=admin))
+    from shared.webhooks import tenant_secret
+
+    async def go(r: Any) -> tuple[Any, str, bytes]:
+        record, raw = await KeyStore(r).create(tenant, policy, admin=admin)
+        return record, raw, await tenant_secret(r, tenant)
+
+    record, raw, whsec = _run(go)
     if as_json:
-        click.echo(json.dumps({"tenant": record.tenant, "key": raw, **record.public()}))
+        doc = {"tenant": record.tenant, "key": raw, **record.public()}
+        click.echo(json.dumps({**doc, "webhook_secret": whsec.decode()}))
         return
     click.echo(f"{record.id}  tenant {record.tenant}")
     click.echo(raw)
     click.echo("(shown once: store it now; only its hash is kept)", err=True)
+    click.echo(f"webhook signing secret of tenant {tenant}: {whsec.decode()}", err=True)
+
+
+@keys.command(name="webhook-secret")
+@click.option(
+    "--tenant", default=None, help="The tenant (default: open mode's, IMGQ_API_AUTH=off)."
+)
+def webhook_secret(tenant: str | None) -> None:
+    """Print the secret that signs TENANT's webhooks (Imgq-Signature), made on first use."""
+    from shared.webhooks import tenant_secret
+
+    click.echo(_run(lambda r: tenant_secret(r, tenant)).decode())
 
 
 @keys.command(name="list")

@@ -65,6 +65,11 @@ SUBMIT = {
         "dedup": {"type": "boolean"},
         "json_schema": {"type": "object"},
         "metadata": {"type": "object"},
+        "callback_url": {
+            "type": "string",
+            "maxLength": 2048,
+            "description": "POST the final document here, signed (Imgq-Signature)",
+        },
     },
 }
 BATCH_ITEM = {

@@ -31,7 +31,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from shared.jobstate import STATE_PREFIX
+from shared.jobstate import OPEN_JOBS, STATE_PREFIX
 from shared.lua import load_lua
 
 P = "imgq:bq:"
@@ -227,6 +227,15 @@ class BatchStore:
             if any(_s(st) not in ("failed", "succeeded") for st in statuses if st is not None):
                 return False
         return True
+
+    async def touch_jobs(self, bid: str) -> None:
+        """A sign of life for every job of ``bid`` in the open-jobs index (shared/jobstate.py):
+        the reconciler leaves jobs waiting in a batch alone instead of re-enqueueing (or
+        expiring) them while the Batch API works. XX: a finished job is not added back."""
+        ids = [_s(j) for j in await self.r.hkeys(P + "batch:" + bid + ":jobs")]  # type: ignore[misc]
+        now_ms = int(time.time() * 1000)
+        for i in range(0, len(ids), 1000):
+            await self.r.zadd(OPEN_JOBS, {j: now_ms for j in ids[i : i + 1000]}, xx=True)
 
     async def mark_applied(self, bid: str, job_id: str, outcome: str) -> bool:
         """Record a job's outcome once; False if it was already applied (a resumed download)."""

@@ -44,5 +44,11 @@ class Leadership:
             return True
         return bool(await self._r.set(LEADER_KEY, self.token, nx=True, px=self._ms))
 
+    async def is_mine(self) -> bool:
+        """Checked in Redis right before a paid or side-effecting call: a process paused past
+        its lease (and then resumed) must not act on a step the new leader owns."""
+        raw = await self._r.get(LEADER_KEY)
+        return raw is not None and (raw.decode() if isinstance(raw, bytes) else raw) == self.token
+
     async def resign(self) -> None:
         await self._resign(keys=[LEADER_KEY], args=[self.token])

@@ -92,4 +92,5 @@ async def seal_groups(store: BatchStore, account: str, s: Settings, *, flush: bo
             rest = entries[len(ids) :]
             n = await store.seal(group, bid, ids, next_first_at=rest[0][1].at if rest else None)
             log.info("batch %s sealed: %d jobs of %s", bid, n, group)
+            await store.touch_jobs(bid)
             entries = rest

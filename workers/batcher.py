@@ -159,6 +159,11 @@ class Batcher:
             return
         await step(bid, rec)
 
+    async def _still_owner(self, bid: str, state: str) -> bool:
+        """Still the leader, and the batch still in ``state``: checked just before the call."""
+        rec = await self.store.record(bid)
+        return rec is not None and rec["state"] == state and await self.leadership.is_mine()
+
     def _due_poll(self, rec: dict[str, str]) -> bool:
         # Before creation every tick; once created, on the poll schedule (the check reads the
         # state of every job of the batch).
@@ -189,6 +194,8 @@ class Batcher:
                 await self.store.transition(
                     bid, "uploading", state="downloading", openai_status="failed"
                 )
+                return
+            if not await self._still_owner(bid, "uploading"):
                 return
             f = await self.deps.client.files.create(
                 file=(filename, data, "application/jsonl"), purpose="batch"
@@ -237,6 +244,8 @@ class Batcher:
         found = await self._find_batch(bid, attempt, float(rec["created_at"]))
         if found is None:
             meta = {"imgq_batch_id": bid, "imgq_attempt": attempt}
+            if not await self._still_owner(bid, "creating"):
+                return
             found = await self.deps.client.batches.create(
                 input_file_id=rec["file_id"],
                 endpoint=rec["endpoint"],  # type: ignore[arg-type]
@@ -269,6 +278,7 @@ class Batcher:
                 await client.batches.cancel(rec["openai_batch_id"])
             await self.store.update(bid, cancel_sent="1")
         b = await client.batches.retrieve(rec["openai_batch_id"])
+        await self.store.touch_jobs(bid)  # hours in a batch are not a lost job
         polls = int(rec.get("polls") or 0) + 1
         delay = min(s.batch_poll_max_seconds, s.batch_poll_min_seconds * 1.5 ** min(polls, 30))
         counts = b.request_counts.model_dump() if b.request_counts else {}

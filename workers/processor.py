@@ -26,7 +26,7 @@ from shared.limiter import LimitKey, parse_ratelimit_headers
 from shared.prompt_guard import check_prompt
 from shared.storage import wait_result
 from shared.text_tokens import prompt_tokens
-from workers import batch_route, dedup
+from workers import batch_route, dedup, webhooks
 from workers.commit import STORAGE_ERRORS, write_final, write_running
 from workers.deps import WorkerDeps
 from workers.generate import run_generation
@@ -143,6 +143,7 @@ async def _process_leased(job: Job, lease: Lease, deps: WorkerDeps) -> Result:
     await write_final(deps, lease, result)
     await deps.events.publish(job.job_id, result.status)
     await settle_job(deps.redis, job, result)  # issue 11: the tenant's budget, with the bill
+    await webhooks.schedule(deps, job, result)  # issue 11: the job's callback_url, if any
     _record_finish(job, result, deps)
     return result
 
@@ -162,6 +163,7 @@ async def _finish_dead(job: Job, lease: Lease, exc: errors.ImgqError, deps: Work
     await write_final(deps, lease, result)
     await dlq.add(deps.redis, job.job_id)
     await settle_job(deps.redis, job, result)  # issue 11: no call paid: the estimate back
+    await webhooks.schedule(deps, job, result)
     deps.metrics.job_failures_total.labels(model=job.model, code=exc.code).inc()
     await deps.events.publish(job.job_id, result.status)
     log.warning("job %s: %s, dead-lettered", job.job_id, exc.code)

@@ -35,6 +35,7 @@ from workers.locks import Heartbeat, JobLocks
 from workers.processor import DeliveryError, process_job
 from workers.reconciler import Reconciler
 from workers.retry import MAX_RETRY_AFTER_SECONDS
+from workers.webhooks import start_webhooks
 
 log = logging.getLogger(__name__)
 # Simulators and local servers need a key to be present, never a real one.
@@ -126,6 +127,7 @@ class WorkerRuntime:
             http=http,
         )
         self._batcher = start_batcher(deps, self.broker_url)  # issue 14
+        self._closers.insert(0, start_webhooks(deps))  # issue 11: closed before the clients
         self._start_background(deps)
         return deps
 

@@ -9,8 +9,11 @@
 -- tokens to what the API counted (debt allowed), release uncounted gives all back.
 --
 -- Queue. Waiters sit in two sorted sets (interactive, bulk) scored by a weighted-fair tag:
--- tag = max(V, tenant's last tag) + tokens / weight, V = tag of the last grant of that class.
--- One tenant: tags grow with arrival (plain FIFO); several backlogged tenants share by weight.
+-- tag = max(V, flow's last tag) + tokens / weight, V = tag of the last grant of that class, a
+-- flow = (process, tenant), weight = the tenant's. Within a flow: arrival order. Backlogged
+-- flows take turns (a process that queued 100 waiters at once does not make the others wait for
+-- all of them), and tenants share by weight (their jobs spread over the same processes). Equal
+-- tags go by waiter id, which starts with its arrival time.
 -- Interactive goes first; after BURST interactive grants in a row while bulk waits, one bulk.
 -- Whoever runs the script grants from the head for the whole fleet; grants for other processes
 -- go to their list (g:<proc>) which they collect on their next call. A waiter of a process not
@@ -18,7 +21,7 @@
 -- alive after all, is told with code -2 and enqueues it again).
 --
 -- KEYS: S state hash, F in-flight zset (id -> grant ms), E in-flight hash (id -> "tok,img"),
---       QI / QB queues (id -> tag), W waiter hash (id -> record), T tenant tags, P procs (-> seen)
+--       QI / QB queues (id -> tag), W waiter hash (id -> record), T flow tags, P procs (-> seen)
 -- ARGV: 1 op, 2 now_ms ('' = TIME), 3 ttl_ms, 4 grace_ms, 5-7 configured tpm rpm ipm,
 --       8-10 default tpm rpm ipm (0 = none), 11 slack_ms, 12 grant list prefix; op args from 13.
 local S, F, E, QI, QB, W, T, P = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -74,14 +77,30 @@ local function pick(cfg, disc, def)
 end
 
 -- The three buckets, refilled up to now. B.t/B.r/B.i are the limits, B.td/B.rd/B.id the deficits.
+-- The limit in force for this caller: its configured value or the discovered one; a caller with
+-- neither takes what a configured process of the fleet last used (field f<dim>), then the default.
+local function limit_of(dim, cfg, def)
+  local v, src = pick(cfg, num('disc_' .. dim), def)
+  if src == 'default' then
+    local fleet = num('f' .. dim)
+    if fleet > 0 then return fleet, 'configured' end
+  elseif src == 'configured' and num('f' .. dim) ~= v then
+    redis.call('HSET', S, 'f' .. dim, v)
+  end
+  return v, src
+end
+
 local function load(now)
   local B = {now = now}
-  B.t, B.ts = pick(tonumber(ARGV[5]), num('disc_tpm'), tonumber(ARGV[8]))
-  B.r, B.rs = pick(tonumber(ARGV[6]), num('disc_rpm'), tonumber(ARGV[9]))
-  B.i, B.is = pick(tonumber(ARGV[7]), num('disc_ipm'), tonumber(ARGV[10]))
+  B.t, B.ts = limit_of('tpm', tonumber(ARGV[5]), tonumber(ARGV[8]))
+  B.r, B.rs = limit_of('rpm', tonumber(ARGV[6]), tonumber(ARGV[9]))
+  B.i, B.is = limit_of('ipm', tonumber(ARGV[7]), tonumber(ARGV[10]))
   local at = tonumber(redis.call('HGET', S, 'at') or tostring(now))
   local dt = now - at
   if dt < 0 then dt = 0 end
+  -- Probe phase (limits unknown, the server's headers not seen yet): no refill, since the
+  -- default may be far above the real limit; the probe's answer brings the real rates.
+  if B.ts == 'default' and num('nohdr') == 0 then dt = 0 end
   B.td = math.max(0, num('td') - dt * B.t / 60000)
   B.rd = math.max(0, num('rd') - dt * B.r / 60000)
   B.id = math.max(0, num('id') - dt * B.i / 60000)
@@ -241,7 +260,7 @@ if OP == 'pump' then
     else
       local q = QI
       if cls == 'b' then q = QB end
-      local tk = cls .. '|' .. tenant
+      local tk = cls .. '|' .. me .. '|' .. tenant
       local tag = math.max(num('v' .. cls), tonumber(redis.call('HGET', T, tk) or '0'))
         + tokens / weight
       redis.call('HSET', T, tk, tostring(tag))
@@ -305,7 +324,7 @@ if OP == 'pump' then
       drop_waiter(q, id)
       granted = granted + 1
       redis.call('HSET', S, 'v' .. cls, tostring(tag))
-      local tk = cls .. '|' .. tenant
+      local tk = cls .. '|' .. proc .. '|' .. tenant
       if redis.call('HGET', T, tk) == tostring(tag) then redis.call('HDEL', T, tk) end
       if cls == 'i' then streak = streak + 1 else streak = 0 end
       if proc == me then mine(id, 1, now) else push(proc, id .. '|1|' .. now) end
@@ -371,7 +390,7 @@ if OP == 'cooldown' then
   local until_ = math.max(now, num('cooldown'))
   if want > until_ then
     redis.call('HSET', S, 'cooldown', want)
-    local ms = want - until_
+    local ms = want - until_ + SLACK_MS  -- (+ the slack: we granted with that much to spare)
     B.td = B.td + ms * B.t / 60000
     B.rd = B.rd + ms * B.r / 60000
   end

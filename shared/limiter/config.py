@@ -101,7 +101,7 @@ class LimitsConfig:
     # After this many interactive grants in a row while bulk waits, one bulk waiter goes next.
     interactive_burst: int = 4
     # A waiter whose process has not called Redis for this long is dropped from the fleet queue.
-    waiter_alive_s: float = 2.0
+    waiter_alive_s: float = 5.0
     # Most grants one script call hands out (bounds the script's run time).
     max_grants: int = 256
     # Weighted fair share between tenants backlogged on one model (missing: weight 1).

@@ -75,7 +75,7 @@ class RedisKeys:
     waiters: (
         str  # HASH: waiter id -> record (tokens, images, class, process, deadline, tag, tenant)
     )
-    tenants: str  # HASH: class|tenant -> last tag (tenants with waiters only)
+    tenants: str  # HASH: class|process|tenant -> last tag (flows with waiters only)
     procs: str  # ZSET: process id -> last seen (ms)
     grants_prefix: str  # + process id: LIST of grants made for that process by others (TTL 60 s)
 

@@ -48,7 +48,7 @@ class Waiter:
     tenant: str | None
     timeout: float | None
     started: float = field(default_factory=time.monotonic)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: _waiter_id())
     future: asyncio.Future[Reservation] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -198,6 +198,11 @@ class WaitLine:
         finally:
             if self._task is me:
                 self._task = None
+
+
+def _waiter_id() -> str:
+    """Starts with the arrival time (16 hex digits of ns): equal fair-share tags go by arrival."""
+    return f"{time.time_ns():016x}{uuid.uuid4().hex[:12]}"
 
 
 def _granted(fut: asyncio.Future[Reservation]) -> bool:

@@ -22,6 +22,13 @@ REF_SCHEME = "redis:"
 RESUBSCRIBE_SECONDS = 1.0
 
 
+LARGE_JSON_BYTES = 256 * 1024
+
+
+def _parse_all(raw: list[Any]) -> list[Result | None]:
+    return [Result.model_validate_json(r) if r else None for r in raw]
+
+
 class RedisImageStore:
     """Images under ``imgq:img:<sha256>`` with a TTL; identical uploads share one key."""
 
@@ -92,7 +99,9 @@ class RedisResultStore:
             raw: list[Any] = await self._r.mget(keys)
         except RedisError as exc:
             raise StorageUnavailableError(f"could not read results from Redis: {exc}") from exc
-        return [Result.model_validate_json(r) if r else None for r in raw]
+        if sum(len(r) for r in raw if r) >= LARGE_JSON_BYTES:  # big answers: parse off the loop
+            return await asyncio.to_thread(_parse_all, raw)
+        return _parse_all(raw)
 
     async def delete(self, job_id: str) -> None:
         try:

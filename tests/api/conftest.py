@@ -79,6 +79,7 @@ class ApiStack:
     tmp: Path
     keys: dict[str, str] = field(default_factory=dict)  # name -> secret
     ids: dict[str, str] = field(default_factory=dict)  # name -> key id
+    webhook_secrets: dict[str, str] = field(default_factory=dict)  # name -> its tenant's
 
     def key(self, name: str, *args: str, tenant: str | None = None, admin: bool = False) -> str:
         """The secret of key ``name`` (created on first use for ``tenant``, default ``name``)."""
@@ -90,6 +91,7 @@ class ApiStack:
             assert out.returncode == 0, out.stderr
             doc = json.loads(out.stdout)
             self.keys[name], self.ids[name] = doc["key"], doc["id"]
+            self.webhook_secrets[name] = doc["webhook_secret"]
         return self.keys[name]
 
     def client(self, name: str | None) -> Api:

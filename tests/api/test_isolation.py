@@ -133,3 +133,22 @@ def test_list_pages_filters_and_stays_in_the_tenant(api_stack: ApiStack) -> None
     assert [d["job_id"] for d in done] == ["l-4", "l-2", "l-0"]
     bad = c.get("/v1/jobs", params={"status": "weird"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_generated_images_stay_in_their_tenant(api_stack: ApiStack) -> None:
+    a, b = api_stack.client("painter-a"), api_stack.client("painter-b")
+    body = {"prompt": "a red square", "model": "gpt-image-1", "size": "1024x1024",
+            "quality": "low", "job_id": "g-1"}  # fmt: skip
+    resp = a.post("/v1/images/generations", json=body)
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["job_id"] == "g-1"
+    taken = b.post("/v1/images/generations", json={**body, "prompt": "B's own"})
+    assert taken.status_code == 202 and taken.json()["job_id"] == "g-1"  # B's own g-1
+    done = wait_done(a, "g-1")
+    assert done["status"] == "succeeded", done
+    image = a.get("/v1/jobs/g-1/images/0")
+    assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+    assert b.get(f"/v1/jobs/{'painter-a'}~g-1/images/0").status_code == 404
+    api_stack.key("painter-budget", "--daily-budget-usd", "1")
+    limited = api_stack.client("painter-budget").post("/v1/images/generations", json=body)
+    assert limited.status_code == 403 and limited.json()["error"]["code"] == "quota_exceeded"

@@ -50,6 +50,20 @@ def _submit(redis_url: str, n: int, first: int = 0, **opts: Any) -> tuple[Client
     return c, c.submit_many(reqs)
 
 
+ONE_BATCH = {"IMGQ_BATCH_LINGER_SECONDS": "3600"}  # sent only by _flush_when_queued
+
+
+def _flush_when_queued(redis_url: str, ids: list[str]) -> None:
+    """Once every job waits for a batch, ask for a flush (as `imgq batches flush` does): the
+    jobs go as one batch, however slowly the workers prepared them."""
+    r = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 60
+    while not all(r.exists(f"imgq:bq:member:{j}") for j in ids):
+        assert time.monotonic() < deadline, "jobs not queued for a batch"
+        time.sleep(0.05)
+    r.set("imgq:bq:flush", "1")
+
+
 def _check_answered(results: list[Result], first: int = 0) -> None:
     cat = builtin_catalogue()
     for r in results:
@@ -122,6 +136,7 @@ def _leader_pid(redis_url: str) -> int:
     return int(token.split(":")[1])
 
 
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGSTOP"])
 @pytest.mark.parametrize(
     ("fault", "state", "counter"),
     [("upload_delay_s", "uploading", "uploads"), ("create_delay_s", "creating", "batches_created")],
@@ -133,12 +148,16 @@ def test_leader_killed_mid_step_resumes_without_repeating_it(
     fault: str,
     state: str,
     counter: str,
+    sig: str,
 ) -> None:
-    """kill -9 after the upload (or creation) reached OpenAI, before the batcher recorded it."""
+    """kill -9 (or pause) after the upload (or creation) reached OpenAI, before the batcher
+    recorded it: the next leader finds the file (or batch) instead of making a second one, and
+    a paused leader that wakes up afterwards changes nothing."""
     sim_batch(bsim, **{fault: 30.0})
-    procs = {batch_workers(bsim).pid: None, batch_workers(bsim).pid: None}
+    procs = {batch_workers(bsim, **ONE_BATCH).pid: None, batch_workers(bsim, **ONE_BATCH).pid: None}
     n = 30
     c, ids = _submit(redis_url, n)
+    _flush_when_queued(redis_url, ids)
 
     def mid_step() -> bool:
         b = _batches(redis_url)
@@ -150,11 +169,18 @@ def test_leader_killed_mid_step_resumes_without_repeating_it(
     import os
     import signal
 
-    os.kill(leader, signal.SIGKILL)
+    os.kill(leader, getattr(signal, sig))
     sim_batch(bsim, **{fault: 0.0})
     with c:
         results = list(c.as_completed(ids, timeout=120))
     _check_answered(results)
+    if sig == "SIGSTOP":
+        os.kill(leader, signal.SIGCONT)  # the old leader wakes up mid-step
+        time.sleep(3)
+        with Client(Settings(redis_url=redis_url)) as c2:
+            assert [x.model_dump() for x in results] == [
+                c2.wait(x.job_id, timeout=5).model_dump() for x in results
+            ]
     counters = sim_batch(bsim)
     assert counters["uploads"] == 1 and counters["batches_created"] == 1
     assert counters["lines_answered"] == n
@@ -167,9 +193,10 @@ def test_expired_batch_reroutes_unfinished_jobs_online(
     bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
 ) -> None:
     sim_batch(bsim, expire_next=1, concurrency=1)
-    batch_workers(bsim)
+    batch_workers(bsim, **ONE_BATCH)
     n = 10
     c, ids = _submit(redis_url, n)
+    _flush_when_queued(redis_url, ids)
     with c:
         results = list(c.as_completed(ids, timeout=120))
     assert all(r.status == "succeeded" for r in results)
@@ -190,8 +217,9 @@ def test_expired_batch_fails_its_jobs_when_fallback_is_fail(
     bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
 ) -> None:
     sim_batch(bsim, expire_next=1, concurrency=1)
-    batch_workers(bsim, IMGQ_BATCH_FALLBACK="fail")
+    batch_workers(bsim, IMGQ_BATCH_FALLBACK="fail", **ONE_BATCH)
     c, ids = _submit(redis_url, 6)
+    _flush_when_queued(redis_url, ids)
     with c:
         results = list(c.as_completed(ids, timeout=120))
     codes = sorted(r.error.code if r.error else r.status for r in results)
@@ -244,13 +272,15 @@ def test_enqueued_token_limit_is_learned_and_batches_split_under_it(
     bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
 ) -> None:
     c, ids = _submit(redis_url, 1)  # measure one job's prompt tokens first
-    batch_workers(bsim)
+    batch_workers(bsim, **ONE_BATCH)
+    _flush_when_queued(redis_url, ids)
     with c:
         (one,) = list(c.as_completed(ids, timeout=60))
     per_job = one.usage.input_tokens
     limit = per_job * 4 + per_job // 2  # room for 4 jobs at a time
     sim_batch(bsim, enqueued_token_limit=limit)
     c, ids = _submit(redis_url, 12, first=100)
+    _flush_when_queued(redis_url, ids)
     with c:
         results = list(c.as_completed(ids, timeout=120))
     _check_answered(results)  # all through the Batch API, none fell back online
@@ -278,3 +308,16 @@ def test_route_auto_sends_bulk_jobs_to_the_batch_api_when_enabled(
     _check_answered([bulk])
     assert interactive.status == "succeeded" and interactive.route != "batch"
     assert interactive.batch_id is None and sim_batch(bsim)["lines_answered"] == 1
+
+
+def test_the_reconciler_leaves_jobs_waiting_in_a_batch_alone(
+    bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
+) -> None:
+    """A batch outlasting the reconciler's stale bound and the jobs' deadline: still answered."""
+    sim_batch(bsim, progress_s=8)
+    batch_workers(bsim, IMGQ_RECONCILE_INTERVAL_SECONDS="0.5", IMGQ_RECONCILE_STALE_SECONDS="3")
+    c, ids = _submit(redis_url, 4, first=400, deadline_seconds=4)
+    with c:
+        results = list(c.as_completed(ids, timeout=60))
+    _check_answered(results)
+    assert sim_batch(bsim)["lines_answered"] == 4

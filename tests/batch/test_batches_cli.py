@@ -15,7 +15,7 @@ from imgq.cli import main
 from producer.client import Client
 from shared.settings import Settings
 from tests.batch.conftest import sim_batch
-from tests.batch.test_batch_route import MODEL, make_image
+from tests.batch.test_batch_route import MODEL, ONE_BATCH, _flush_when_queued, make_image
 from tests.conftest import Sim
 
 
@@ -62,7 +62,7 @@ def test_cancel_a_batch_fails_its_unanswered_jobs(
     bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
 ) -> None:
     sim_batch(bsim, line_delay_s=30, concurrency=1)
-    batch_workers(bsim)
+    batch_workers(bsim, **ONE_BATCH)
     from producer.client import SubmitRequest
 
     with Client(Settings(redis_url=redis_url)) as c:
@@ -71,6 +71,7 @@ def test_cancel_a_batch_fails_its_unanswered_jobs(
                           route="batch", max_output_tokens=100)
             for i in range(4)
         )  # fmt: skip
+        _flush_when_queued(redis_url, ids)
         r = redis.Redis.from_url(redis_url, decode_responses=True)
         bid = _wait_for(lambda: next(iter(r.zrange("imgq:bq:batches", 0, -1)), None))
         _wait_for(lambda: r.hget(f"imgq:bq:batch:{bid}", "openai_status") == "in_progress")

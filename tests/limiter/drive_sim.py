@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
 
@@ -61,8 +60,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
     out: Counter[str] = Counter()
     deadline = time.monotonic() + args.seconds
-    t_start = time.monotonic()
-    t429: list[float] = []
 
     async def worker() -> None:
         while time.monotonic() < deadline:
@@ -86,7 +83,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 )
             except openai.RateLimitError as exc:
                 out["429"] += 1
-                t429.append(round(time.monotonic() - t_start, 2))
                 await limiter.release(res, counted=False)
                 await limiter.cooldown(key, retry_after_seconds(exc.response.headers) or 1.0)
                 continue
@@ -105,8 +101,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
     out["resyncs"] = (await limiter.snapshot(key)).resyncs
-    if t429:
-        print("429 at (s after start):", t429, file=sys.stderr)
     await client.close()
     await r.aclose()
     return dict(out)

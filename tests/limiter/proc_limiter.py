@@ -1,11 +1,11 @@
 """One OS process using a RedisLimiter (run by the multi-process tests).
 
-    python -m tests.limiter.proc_limiter grants URL --seconds 8 --tpm 24000 --size 10 --start-at T
+    python -m tests.limiter.proc_limiter grants URL --seconds 14 --tpm 12000 --size 10
     python -m tests.limiter.proc_limiter hold URL --waiters 5 --size 5000
     python -m tests.limiter.proc_limiter cooldown-wait URL
 
 ``grants`` prints a JSON list of [granted_at_ms, tokens] (coroutines acquire bulk capacity in a
-loop, settle each grant); ``hold`` queues waiters, prints "queued" and waits (to be killed);
+loop, settle each grant; it starts at the time the test writes to ``test:go``); ``hold`` queues waiters, prints "queued" and waits (to be killed);
 ``cooldown-wait`` prints how long one acquire waited (seconds) and the cooldown it saw.
 """
 
@@ -33,9 +33,14 @@ def _config(args: argparse.Namespace) -> LimitsConfig:
 
 
 async def grants(args: argparse.Namespace) -> object:
-    lim = RedisLimiter(aioredis.Redis.from_url(args.url), _config(args))
+    client = aioredis.Redis.from_url(args.url)
+    lim = RedisLimiter(client, _config(args))
     got: list[list[int]] = []
-    await asyncio.sleep(max(0.0, args.start_at - time.time()))  # all processes start together
+    # all processes start together: ready, then wait for the test's "go" (a start time)
+    await client.incr("test:ready")
+    while (go := await client.get("test:go")) is None:  # noqa: ASYNC110 (another process)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(max(0.0, float(go) - time.time()))
     deadline = time.monotonic() + args.seconds
 
     async def loop() -> None:
@@ -79,13 +84,12 @@ def main() -> None:
     p.add_argument("mode", choices=["grants", "hold", "cooldown-wait"])
     p.add_argument("url")
     p.add_argument("--seconds", type=float, default=3.0)
-    p.add_argument("--tpm", type=int, default=24_000)
+    p.add_argument("--tpm", type=int, default=12_000)
     p.add_argument("--rpm", type=int, default=100_000)
     p.add_argument("--size", type=int, default=10)
     p.add_argument("--coroutines", type=int, default=8)
     p.add_argument("--waiters", type=int, default=5)
     p.add_argument("--tenant", default="")
-    p.add_argument("--start-at", type=float, default=0.0)
     args = p.parse_args()
     fn = {"grants": grants, "hold": hold, "cooldown-wait": cooldown_wait}[args.mode]
     print(json.dumps(asyncio.run(fn(args))), flush=True)

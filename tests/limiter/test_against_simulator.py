@@ -26,7 +26,7 @@ def test_three_processes_stay_under_the_simulators_limits(
             [sys.executable, "-m", "tests.limiter.drive_sim", "--redis", redis_url,
              "--base-url", sim.base_url, "--seconds", "30", "--concurrency", "12",
              "--seed", str(i)]
-            + (["--tpm", "6000", "--rpm", "60"] if i < 9 else []),  # the others discover
+            + (["--tpm", "6000", "--rpm", "60"] if i == 0 else []),  # the others discover
             cwd=ROOT, stdout=subprocess.PIPE, text=True,
         )
         for i in range(3)

@@ -6,6 +6,7 @@ Run: ``pytest -s -m slow tests/pipeline/test_outages.py`` (figures in RELIABILIT
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import threading
@@ -97,6 +98,35 @@ def _supervise(
         time.sleep(0.5)
 
 
+def _describe_unfinished(url: str, ids: list[str], finished: set[str]) -> dict[str, int]:
+    """Where the unfinished jobs are: state, lease, message (for the report)."""
+    import collections
+
+    import redis
+
+    r = redis.Redis.from_url(url)
+
+    def bodies(raws: list[bytes]) -> bytes:
+        out = b""
+        for raw in raws:
+            doc = json.loads(raw)
+            doc = doc[0] if isinstance(doc, list) else doc  # unacked: [message, exchange, key]
+            out += base64.b64decode(doc["body"])
+        return out
+
+    in_queue = bodies(r.lrange("interactive", 0, -1))
+    unacked = bodies(r.hvals("unacked"))
+    out: collections.Counter[str] = collections.Counter()
+    for j in ids:
+        if j in finished:
+            continue
+        st = r.hget(f"imgq:job:{j}", "status")
+        lock = r.exists(f"imgq:lock:{j}")
+        msg = "queue" if j.encode() in in_queue else "unacked" if j.encode() in unacked else "none"
+        out[f"{st!r} lock={lock} msg={msg}"] += 1
+    return dict(out)
+
+
 @pytest.mark.timeout(600)
 def test_redis_killed_and_restarted_mid_run(
     tmp_path: Path, simulator_factory: Callable[..., Sim], worker_factory: WorkerFactory
@@ -143,6 +173,7 @@ def test_redis_killed_and_restarted_mid_run(
             stop.set()
             sup.join()
             alive_through = all(p.poll() is None for p in procs) and not exits
+            stuck = _describe_unfinished(server.url, ids, {r.job_id for r in got})
     finally:
         stop.set()
         server.stop()
@@ -155,7 +186,7 @@ def test_redis_killed_and_restarted_mid_run(
         f"{'stayed up' if alive_through else f'exited {len(exits)} times (codes {exits})'}; "
         f"unrecoverable errors logged: {unrecoverable[:2]}; waiting client received "
         f"{len(got)}/200 ({ok} succeeded) {recovered_in:.0f} s after the kill; lost "
-        f"{200 - ok}; paid twice {dup}; client error: {errors[:1]}"
+        f"{200 - ok}; paid twice {dup}; client error: {errors[:1]}; unfinished: {stuck}"
     )
     assert not errors and ok == 200
     assert dup == 0

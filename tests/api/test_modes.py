@@ -1,0 +1,67 @@
+"""Open mode (IMGQ_API_AUTH=off) and a CORS allow-list, on the real app over a local socket."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from producer.api import create_app
+from shared.settings import Settings
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Factory]:
+    clients: list[TestClient] = []  # type: ignore[type-arg]
+
+    async def make(settings: Settings) -> TestClient:  # type: ignore[type-arg]
+        client: TestClient = TestClient(TestServer(create_app(settings)))  # type: ignore[type-arg]
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+async def test_open_mode_needs_no_key_and_says_so_loudly(
+    redis_url: str, serve: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="imgq.api"):
+        c = await serve(Settings(redis_url=redis_url, api_auth="off"))
+    assert any("NO API KEYS ARE CHECKED" in r.getMessage() for r in caplog.records)
+    resp = await c.get("/v1/jobs")
+    assert resp.status == 200 and (await resp.json())["jobs"] == []
+    assert (await c.get("/metrics")).status == 200
+    # The edge stays strict in open mode.
+    resp = await c.post("/v1/jobs", data=b"{}", headers={"Content-Type": "text/plain"})
+    assert resp.status == 415
+
+
+async def test_keys_are_the_default(redis_url: str, serve: Factory) -> None:
+    c = await serve(Settings(redis_url=redis_url))
+    resp = await c.get("/v1/jobs")
+    assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
+
+
+async def test_an_allow_listed_origin_gets_cors_headers_and_preflights(
+    redis_url: str, serve: Factory
+) -> None:
+    origin = "https://dash.example.com"
+    c = await serve(Settings(redis_url=redis_url, api_auth="off", api_cors_origins=[origin]))
+    pre = await c.options("/v1/jobs", headers={"Origin": origin,
+                                               "Access-Control-Request-Method": "POST"})  # fmt: skip
+    assert pre.status == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == origin
+    assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
+    resp = await c.get("/v1/jobs", headers={"Origin": origin})
+    assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == origin
+    assert resp.headers["Vary"] == "Origin"
+    other = await c.get("/v1/jobs", headers={"Origin": "https://evil.example"})
+    assert other.status == 403 and "Access-Control-Allow-Origin" not in other.headers
