@@ -142,9 +142,6 @@ class Settings(BaseSettings):
         default_factory=list, description="browser origins allowed to call the API (none: CORS off)"
     )
     api_batch_max_jobs: int = Field(default=100, ge=1, description="jobs in one POST /v1/jobs/batch")
-    api_max_field_bytes: int = Field(
-        default=2 * 1024 * 1024, ge=1, description="one non-file multipart field or JSON string"
-    )
     webhook_max_attempts: int = Field(default=8, ge=1, description="deliveries of one webhook")
     webhook_lifetime_seconds: float = Field(
         default=3600.0, description="a webhook not delivered within this long is dropped"
