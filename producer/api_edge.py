@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from shared.tenants import ApiKey
 
@@ -62,6 +63,25 @@ SERVER_MESSAGES = {
     "result_unreadable": "the stored result of this job cannot be read",
     "internal_error": "internal error; quote the request id to the operator",
 }
+
+
+class RequestIdFilter(logging.Filter):
+    """Ends every log line written while serving a request with its ``request_id=``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rid = REQUEST_ID.get()
+        if rid != "-":
+            message = record.getMessage()
+            if "request_id=" not in message:
+                record.msg, record.args = f"{message} request_id={rid}", ()
+        return True
+
+
+def install_log_filter() -> None:
+    """Add the filter to the root logger's handlers (where `imgq api` writes), once."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
+            handler.addFilter(RequestIdFilter())
 
 
 def valid_request_id(value: str) -> bool:
@@ -175,6 +195,9 @@ async def _handle(
         return await handler(request)
     except web.HTTPException as exc:  # routing (404/405), body size (413), ...
         return _from_exception(exc)
+    except (RedisError, ConnectionError) as exc:  # Redis down under any route: retry later
+        log.warning("request_id=%s storage error: %r", REQUEST_ID.get(), exc)
+        return error_response(503, "storage_unavailable", SERVER_MESSAGES["storage_unavailable"])
     except Exception:
         log.exception("request_id=%s unexpected error", REQUEST_ID.get())
         return error_response(500, "internal_error", SERVER_MESSAGES["internal_error"])
@@ -185,8 +208,10 @@ __all__ = [
     "REQUEST_ID",
     "REQUEST_ID_HEADER",
     "RID_KEY",
+    "RequestIdFilter",
     "edge_middleware",
     "error_body",
     "error_response",
+    "install_log_filter",
     "valid_request_id",
 ]

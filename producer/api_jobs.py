@@ -25,7 +25,7 @@ from producer.api_body import BodyTimeoutError, _image_from_json, _request_from,
 from producer.api_edge import API_KEY, error_response
 from producer.api_submit import ApiDeps, submit_for, tenant_of
 from producer.client import SubmitRequest
-from producer.tenant_jobs import cancelled, check_job_id, public_doc, scope
+from producer.tenant_jobs import cancelled, check_job_id, public_doc, queue_webhook, scope
 from shared import errors
 from shared.images.fetch import AllowList, check_host
 from shared.jobs import Result
@@ -234,6 +234,8 @@ async def cancel_job(request: web.Request) -> web.StreamResponse:
         await deps.results.put(final)
         await deps.events.publish(job_id, "failed")
         await deps.budgets.release(job_id)
+        lifetime = deps.settings.webhook_lifetime_seconds
+        await queue_webhook(deps.redis, job_id, public_doc(final, tenant), tenant, lifetime)
     except errors.StorageUnavailableError:
         return _storage_down()
     except UnreadableResultError:

@@ -2,9 +2,10 @@
 
 The generation handlers call ``scoped_fields`` on what they parsed (the job id goes into the
 caller's namespace and the tenant is set from the key, whatever the body said); this
-middleware scopes ``/v1/jobs/{job_id}/images/{index}`` and turns the stored ids in their
-answers back into the caller's. Keys with quotas or a budget may not generate images: the
-budget covers vision jobs only, so those keys are refused here (403 ``quota_exceeded``).
+middleware scopes ``/v1/jobs/{job_id}/images/{index}``, turns the stored ids in their answers
+back into the caller's and puts new jobs in the tenant's list (``GET /v1/jobs``). Keys with
+quotas or a budget may not generate images: the budget covers vision jobs only, so those keys
+are refused here (403 ``quota_exceeded``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from producer.api_edge import API_KEY, Handler, error_response
+from producer.api_jobs import DEPS
 from shared.jobs import Result, new_job_id
 from shared.tenant_ids import check_job_id, public_doc, scope
 
@@ -59,13 +61,16 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
             "image generation is not enabled for a key with quotas or a budget",
         )
     resp = await handler(request)
-    if tenant is None or not isinstance(resp, web.Response) or resp.status >= 400:
+    if not isinstance(resp, web.Response) or resp.status >= 400:
         return resp
     try:
         result = Result.model_validate(json.loads(resp.body))  # type: ignore[arg-type]
     except ValueError:
         return resp
-    return web.json_response(public_doc(result, tenant), status=resp.status)
+    doc = public_doc(result, tenant)
+    if resp.status == 202:  # a new job: in the tenant's list (GET /v1/jobs) too
+        await request.app[DEPS].jobs.add(tenant, doc["job_id"])
+    return web.json_response(doc, status=resp.status)
 
 
 __all__ = ["scope_middleware", "scoped_fields"]

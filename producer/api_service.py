@@ -26,6 +26,7 @@ from producer.api_edge import (
     RID_KEY,
     edge_middleware,
     error_response,
+    install_log_filter,
 )
 from producer.api_scope import scope_middleware
 from producer.api_submit import ApiDeps
@@ -135,6 +136,7 @@ def install(
             await asyncio.sleep(SPEND_REFRESH_SECONDS)
 
     async def start(app: web.Application) -> None:
+        install_log_filter()
         if keys is None:
             log.warning(
                 "IMGQ_API_AUTH=off: NO API KEYS ARE CHECKED. Anyone who reaches this port can "

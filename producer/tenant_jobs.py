@@ -12,13 +12,15 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from shared.jobs import ErrorInfo, Result
-from shared.jobstate import OPEN_JOBS, state_key
+from shared.jobstate import OPEN_JOBS, load_spec, state_key
 from shared.lua import load_lua
 from shared.tenant_ids import check_job_id, public_doc, scope, unscope
+from shared.webhooks import WebhookQueue
 
 LOCK_KEY_PREFIX = "imgq:lock:"  # workers.locks.LOCK_PREFIX (producer may not import workers)
 INDEX_PREFIX = "imgq:tenantjobs:"  # + tenant ("-" in open mode): sorted set of external ids
 MAX_SCAN = 1000  # ids looked at per list request, whatever the filter
+MAX_LISTED = 200_000  # newest jobs kept in a tenant's list (older ones still readable by id)
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class TenantJobs:
         return [base, base + ":seq"]
 
     async def add(self, tenant: str | None, job_id: str) -> None:
-        await self._add(keys=self._keys(tenant), args=[job_id, self._ttl])
+        await self._add(keys=self._keys(tenant), args=[job_id, self._ttl, MAX_LISTED])
 
     async def page(
         self,
@@ -82,6 +84,16 @@ class TenantJobs:
             keys=[state_key(job_id), LOCK_KEY_PREFIX + job_id, OPEN_JOBS], args=[job_id]
         )
         return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+async def queue_webhook(
+    r: aioredis.Redis, job_id: str, doc: dict[str, Any], tenant: str | None, lifetime: float
+) -> None:
+    """The webhook of a job finished here (cancelled), if its stored spec has a callback_url."""
+    spec = await load_spec(r, job_id)
+    if spec is not None and spec.callback_url:
+        payload = {"type": "job.finished", "job": doc}
+        await WebhookQueue(r).enqueue(spec.callback_url, tenant, payload, lifetime=lifetime)
 
 
 def cancelled(result: Result, when: float) -> Result:

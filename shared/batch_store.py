@@ -237,6 +237,11 @@ class BatchStore:
         for i in range(0, len(ids), 1000):
             await self.r.zadd(OPEN_JOBS, {j: now_ms for j in ids[i : i + 1000]}, xx=True)
 
+    async def extend_deadline(self, job_id: str, expires_at: float) -> None:
+        """A new deadline for a job sent back online after its batch expired (24 h after it
+        was made: the job's own deadline has passed by then, through no fault of its own)."""
+        await self.r.hset(STATE_PREFIX + job_id, "expires_at", repr(expires_at))  # type: ignore[misc]
+
     async def mark_applied(self, bid: str, job_id: str, outcome: str) -> bool:
         """Record a job's outcome once; False if it was already applied (a resumed download)."""
         key = P + "batch:" + bid + ":applied"

@@ -10,6 +10,8 @@ spec stays in its state hash (shared/jobstate.py) so ``imgq dlq retry`` can enqu
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis.asyncio as aioredis
 
 DLQ_KEY = "imgq:dlq"
@@ -22,8 +24,8 @@ async def add(r: aioredis.Redis, job_id: str) -> None:
 
 async def entries(r: aioredis.Redis, *, limit: int = 100) -> list[tuple[str, float]]:
     """The oldest ``limit`` entries as (job id, dead-lettered at)."""
-    raw: list[tuple[bytes | str, float]] = await r.zrange(DLQ_KEY, 0, limit - 1, withscores=True)
-    return [(m.decode() if isinstance(m, bytes) else m, float(s)) for m, s in raw]
+    raw: Any = await r.zrange(DLQ_KEY, 0, limit - 1, withscores=True)
+    return [(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in raw]
 
 
 async def count(r: aioredis.Redis) -> int:

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     )
     capacity_wait_seconds: float = 60.0
     max_in_flight: int = 1000
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict, description='JSON env: {"tenant-a": 3, "tenant-b": 1} (fair share)'
+    )
 
     # -- image fetching -----------------------------------------------------------------------
     fetch_allow_hosts: list[str] = Field(
@@ -141,7 +144,7 @@ class Settings(BaseSettings):
     api_cors_origins: list[str] = Field(
         default_factory=list, description="browser origins allowed to call the API (none: CORS off)"
     )
-    api_batch_max_jobs: int = Field(default=100, ge=1, description="jobs in one POST /v1/jobs/batch")
+    api_batch_max_jobs: int = Field(default=100, ge=1, description="jobs in one batch request")
     webhook_max_attempts: int = Field(default=8, ge=1, description="deliveries of one webhook")
     webhook_lifetime_seconds: float = Field(
         default=3600.0, description="a webhook not delivered within this long is dropped"

@@ -15,6 +15,7 @@ Results are written under the job's lease (workers/commit.py), like online resul
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -27,8 +28,10 @@ import openai
 
 from shared import errors
 from shared.batch_store import BatchStore, Entry
+from shared.budget import settle_job
 from shared.catalogue import catalogue_for
 from shared.jobs import ErrorInfo, Job, Result
+from workers import webhooks
 from workers.batch_route import take_lease
 from workers.commit import write_final
 from workers.deps import WorkerDeps
@@ -104,10 +107,50 @@ async def _finish(job: Job, result: Result, deps: WorkerDeps) -> bool:
     finally:
         await deps.locks.release(lease, uncount=True)
     await deps.events.publish(job.job_id, result.status)
+    await settle_job(deps.redis, job, result)  # issue 11: the tenant's budget, with the bill
+    await webhooks.schedule(deps, job, result)  # issue 11: the job's callback_url, if any
     deps.metrics.jobs_total.labels(model=job.model, api=job.api, status=result.status).inc()
     if result.error is not None:
         deps.metrics.job_failures_total.labels(model=job.model, code=result.error.code).inc()
     return True
+
+
+def line_image_urls(line: dict[str, Any]) -> list[str]:
+    """The image data URLs of a request line, in order (either API's shape).
+
+    >>> line_image_urls({"body": {"messages": [{"content": [{"type": "text", "text": "t"},
+    ...     {"type": "image_url", "image_url": {"url": "data:a"}}]}]}})
+    ['data:a']
+    >>> line_image_urls({"body": {"input": [{"content": [
+    ...     {"type": "input_image", "image_url": "data:b"}]}]}})
+    ['data:b']
+    """
+    body = line.get("body") or {}
+    urls: list[str] = []
+    for msg in body.get("messages") or body.get("input") or []:
+        for part in msg.get("content") or []:
+            if part.get("type") == "image_url":
+                urls.append(part["image_url"]["url"])
+            elif part.get("type") == "input_image":
+                urls.append(part["image_url"])
+    return urls
+
+
+async def _with_fresh_images(store: BatchStore, job: Job, deps: WorkerDeps) -> Job:
+    """``job`` with its images stored again from its batch line (already prepared), so the
+    online run does not depend on the original images, whose TTL may have run out while the
+    batch waited (an expired batch is 24 h old)."""
+    (raw,) = await store.lines([job.job_id])
+    if raw is None:
+        return job
+    urls = line_image_urls(json.loads(raw))
+    if len(urls) != len(job.images) or not all(u.startswith("data:") for u in urls):
+        return job
+    specs = []
+    for spec, url in zip(job.images, urls, strict=True):
+        ref = await deps.images.put(base64.b64decode(url.split(",", 1)[1]))
+        specs.append(spec.model_copy(update={"ref": ref}))
+    return job.model_copy(update={"images": specs})
 
 
 def _unfinished_error(batch_status: str) -> errors.ImgqError:
@@ -119,6 +162,7 @@ def _unfinished_error(batch_status: str) -> errors.ImgqError:
 
 
 async def apply_one(
+    store: BatchStore,
     bid: str,
     batch_status: str,
     entry: Entry,
@@ -152,12 +196,14 @@ async def apply_one(
             elif deps.settings.batch_fallback == "online":
                 result.route, result.status = "online", "queued"
                 await deps.results.put(result)
-                online = job.model_copy(update={"route": "online"})
+                deadline = time.time() + deps.settings.job_deadline_seconds
+                await store.extend_deadline(job.job_id, deadline)
+                online = await _with_fresh_images(store, job, deps)
+                online = online.model_copy(update={"route": "online", "expires_at": deadline})
                 await requeue(online)
                 counts.rerouted += 1
                 return "rerouted"
-            elif exc.retryable:
-                exc = _unfinished_error(batch_status if batch_status != "completed" else "failed")
+            # else (IMGQ_BATCH_FALLBACK=fail): the job fails with the line's own error.
     if exc is not None:
         result.status = "failed"
         result.error = ErrorInfo(code=exc.code, message=exc.message, retryable=exc.retryable)
@@ -184,7 +230,7 @@ async def apply_batch(
         if job_id in done:
             continue
         outcome = await apply_one(
-            bid, batch_status, entry, lines.get(job_id), deps, requeue, counts
+            store, bid, batch_status, entry, lines.get(job_id), deps, requeue, counts
         )
         await store.mark_applied(bid, job_id, outcome)
     return counts

@@ -76,7 +76,10 @@ async def seal_groups(store: BatchStore, account: str, s: Settings, *, flush: bo
             await store.forget_group_if_empty(group)
             continue
         limit = await store.token_limit(owner, model)
-        if not (flush or due(stats, limit, now, s)):
+        # first_at 0: jobs given back by a batch over the token limit (shared/batch_unseal.lua):
+        # all of them go again at once, in batches under the limit.
+        urgent = flush or stats.first_at == 0
+        if not (urgent or due(stats, limit, now, s)):
             continue  # decided from the stats alone: the jobs are not read every tick
         entries = sorted((await store.pending(group)).items(), key=lambda kv: kv[1].at)
         while entries:
@@ -86,7 +89,7 @@ async def seal_groups(store: BatchStore, account: str, s: Settings, *, flush: bo
                 max_bytes=s.batch_max_file_bytes,
                 max_tokens=limit,
             )
-            if not (flush or full or now - entries[0][1].at >= s.batch_linger_seconds):
+            if not (urgent or full or now - entries[0][1].at >= s.batch_linger_seconds):
                 break
             bid = f"ib_{uuid.uuid4().hex[:20]}"
             rest = entries[len(ids) :]

@@ -158,6 +158,8 @@ class Batcher:
             await self.store.finish(bid)
             return
         await step(bid, rec)
+        if rec.get("errors") not in (None, "", "0"):
+            await self.store.update(bid, errors=0)  # it went through: back off from scratch
 
     async def _still_owner(self, bid: str, state: str) -> bool:
         """Still the leader, and the batch still in ``state``: checked just before the call."""

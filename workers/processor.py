@@ -37,6 +37,7 @@ from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 1.0
+ACQUIRE_GRACE_SECONDS = 5.0
 # Errors after which the API did admit (and count) the request; the others are handed back.
 _COUNTED = (errors.UpstreamTimeoutError, errors.UpstreamServerError)
 T = TypeVar("T")
@@ -353,15 +354,22 @@ async def _acquire_capacity(job: Job, deps: WorkerDeps, key: LimitKey, estimate:
     deadline = time.monotonic() + deps.settings.capacity_wait_seconds
     delay = 0.25
     while True:
+        left = max(0.1, deadline - time.monotonic())
         try:
-            return await deps.limiter.acquire(
-                key,
-                estimate + job.max_output_tokens,
-                priority=job.priority,
-                timeout=max(0.1, deadline - time.monotonic()),
-                max_output_tokens=job.max_output_tokens,
-                tenant=job.tenant,  # issue 11: weighted fair share between tenants
+            # Bounded here too: a limiter that lost Redis mid-wait must not hold the job forever.
+            return await asyncio.wait_for(
+                deps.limiter.acquire(
+                    key,
+                    estimate + job.max_output_tokens,
+                    priority=job.priority,
+                    timeout=left,
+                    max_output_tokens=job.max_output_tokens,
+                    tenant=job.tenant,  # issue 11: weighted fair share between tenants
+                ),
+                timeout=left + ACQUIRE_GRACE_SECONDS,
             )
+        except TimeoutError as exc:
+            raise errors.CapacityWaitTimeoutError("no limiter answer in time") from exc
         except STORAGE_ERRORS as exc:
             if time.monotonic() + delay > deadline:
                 raise errors.CapacityWaitTimeoutError(f"limiter unreachable: {exc}") from exc

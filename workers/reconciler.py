@@ -31,9 +31,11 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from shared import dlq, errors
+from shared.budget import settle_job
 from shared.jobs import ErrorInfo, Result
 from shared.jobstate import OPEN_JOBS, load_spec, send_job, state_key
 from shared.lua import load_lua
+from workers import webhooks
 from workers.commit import write_final
 from workers.deps import WorkerDeps
 from workers.locks import LOCK_PREFIX, Lease
@@ -126,6 +128,9 @@ class Reconciler:
             await write_final(deps, lease, result)
             await dlq.add(deps.redis, job_id)
             await deps.events.publish(job_id, "failed")
+            if (spec := await load_spec(deps.redis, job_id)) is not None:  # issue 11
+                await settle_job(deps.redis, spec, result)  # its budget estimate back
+                await webhooks.schedule(deps, spec, result)
             return "expired"
         finally:
             await deps.locks.release(lease)

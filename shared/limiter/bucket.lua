@@ -111,10 +111,11 @@ local function save(B)
   redis.call('HSET', S, 'at', B.now, 'td', fmt(B.td), 'rd', fmt(B.rd), 'id', fmt(B.id))
 end
 
--- ms until a bucket of `limit` with deficit `d` can take `need` (0: now); limit 0 = unlimited
-local function wait_ms(d, need, limit)
+-- ms until a bucket of `limit` with deficit `d` can take `need` (0: now); limit 0 = unlimited.
+-- `keep`: share of the limit this grant must leave (bulk leaves a little for interactive).
+local function wait_ms(d, need, limit, keep)
   if limit <= 0 or need <= 0 then return 0 end
-  local room = limit - limit * SLACK_MS / 60000
+  local room = limit - limit * SLACK_MS / 60000 - limit * keep
   local target = room - need
   if need > room then target = 0 end  -- bigger than the slack allows: wait for a full bucket
   if d <= target + 1e-6 then return 0 end
@@ -232,8 +233,9 @@ prune(now)
 local B = load(now)
 
 if OP == 'pump' then
-  -- ARGV[13..]: proc, alive_ms, burst, max_grants, n_new, n_new x (id, tokens, images, class,
-  -- tenant, weight, ttl_ms), n_cancel, n_cancel x id
+  -- ARGV[13..]: proc, alive_ms, burst, max_grants, bulk_keep (share of each bucket bulk grants
+  -- leave for interactive), n_new, n_new x (id, tokens, images, class, tenant, weight, ttl_ms),
+  -- n_cancel, n_cancel x id
   -- -> {now, tpm, rpm, ipm, hint_ms, ts, [id, code, value]...}; code 1 granted (value: grant
   --    ms), -1 tokens too large (value: tpm), -3 images too large (value: ipm), -2 dropped
   local me, alive_ms, burst, max_grants = ARGV[13], tonumber(ARGV[14]), tonumber(ARGV[15]),
@@ -246,8 +248,9 @@ if OP == 'pump' then
     out[#out + 1] = code
     out[#out + 1] = value
   end
-  local a = 18
-  local n_new = tonumber(ARGV[17])
+  local bulk_keep = tonumber(ARGV[17])
+  local a = 19
+  local n_new = tonumber(ARGV[18])
   for _ = 1, n_new do
     local id, tokens, images, cls = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
       ARGV[a + 3]
@@ -317,8 +320,10 @@ if OP == 'pump' then
         hint = 100
         break
       end
-      local w = math.max(wait_ms(B.td, tokens, B.t), wait_ms(B.rd, 1, B.r),
-        wait_ms(B.id, images, B.i))
+      local keep = 0
+      if cls == 'b' then keep = bulk_keep end
+      local w = math.max(wait_ms(B.td, tokens, B.t, keep), wait_ms(B.rd, 1, B.r, keep),
+        wait_ms(B.id, images, B.i, keep))
       if w > 0 then hint = w break end
       grant(B, id, tokens, images)
       drop_waiter(q, id)

@@ -100,6 +100,9 @@ class LimitsConfig:
     max_poll_s: float = 0.25
     # After this many interactive grants in a row while bulk waits, one bulk waiter goes next.
     interactive_burst: int = 4
+    # Share of each bucket bulk grants leave untouched: an interactive call arriving behind a
+    # saturated bulk backlog is granted at once instead of waiting for the next refill.
+    interactive_reserve: float = 0.02
     # A waiter whose process has not called Redis for this long is dropped from the fleet queue.
     waiter_alive_s: float = 5.0
     # Most grants one script call hands out (bounds the script's run time).
@@ -127,7 +130,9 @@ class LimitsConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> LimitsConfig:
-        """``limits_file`` first, then ``model_limits`` on top (the env wins per model)."""
+        """``limits_file`` first, then ``model_limits`` on top (the env wins per model); tenant
+        weights from ``IMGQ_TENANT_WEIGHTS``."""
+        kwargs.setdefault("tenant_weights", dict(settings.tenant_weights))
         table: dict[str, ModelLimits] = {}
         if settings.limits_file is not None:
             text = Path(settings.limits_file).read_text(encoding="utf-8")

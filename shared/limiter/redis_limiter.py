@@ -122,8 +122,10 @@ class RedisLimiter:
 
     async def pump(self, key: LimitKey, new: Sequence[Waiter], cancel: Sequence[str]) -> Pumped:
         """One pump call (``WaitLine`` decides when): enqueue, cancel, grant, collect."""
-        args: list[Any] = [self.process_id, round(self.config.waiter_alive_s * 1000),
-                           self.config.interactive_burst, self.config.max_grants, len(new)]  # fmt: skip
+        cfg = self.config
+        args: list[Any] = [self.process_id, round(cfg.waiter_alive_s * 1000),
+                           cfg.interactive_burst, cfg.max_grants, cfg.interactive_reserve,
+                           len(new)]  # fmt: skip
         for w in new:
             ttl = 0 if w.timeout is None else round(w.timeout * 1000) + 1000
             args += [w.id, w.tokens, w.images, "b" if w.priority == "bulk" else "i",

@@ -94,3 +94,33 @@ def test_quotas_refuse_before_any_call(api_stack: ApiStack) -> None:
                    .json()["job_id"])  # fmt: skip
     assert ok["status"] == "succeeded"
     assert api_stack.sim.stats()["admitted_requests"] == calls + 1
+
+
+def test_a_monthly_budget_and_the_usage_table(api_stack: ApiStack) -> None:
+    api_stack.key("monthly", "--monthly-budget-usd", "0.003")
+    c = api_stack.client("monthly")
+    first = c.post("/v1/jobs", json=job(make_image(49), priority="bulk", job_id="mo-1"))
+    assert first.json()["status"] == "queued"  # $0.002638 reserved of $0.003
+    second = c.post("/v1/jobs", json=job(make_image(50), priority="bulk"))
+    assert second.json()["error"]["code"] == "budget_exceeded"
+    assert "monthly budget" in second.json()["error"]["message"]
+    table = imgq(api_stack.env, "keys", "usage")
+    row = next(line for line in table.stdout.splitlines() if api_stack.ids["monthly"] in line)
+    assert "0.0026" in row and "$0.003/monthly" in row
+    assert c.delete("/v1/jobs/mo-1").status_code == 200
+    assert _usage(api_stack, "monthly")["month_usd"] == 0.0
+
+
+def test_a_job_the_worker_fails_without_a_call_gets_its_estimate_back(api_stack: ApiStack) -> None:
+    api_stack.key("refund-worker", "--daily-budget-usd", "1")
+    c = api_stack.client("refund-worker")
+    png = make_image(51, size=(300, 200))
+    # Cut in half: passes the submit-time sniffing, fails to decode in the worker (no call).
+    resp = c.post("/v1/jobs", json=job(png[: len(png) // 2]))
+    assert resp.json()["status"] == "queued", resp.text
+    done = wait_done(c, resp.json()["job_id"])
+    assert done["status"] == "failed" and done["error"]["code"] == "invalid_image"
+    deadline = time.monotonic() + 10
+    while _usage(api_stack, "refund-worker")["day_usd"] != 0.0:
+        assert time.monotonic() < deadline, _usage(api_stack, "refund-worker")
+        time.sleep(0.2)

@@ -76,3 +76,16 @@ def test_browser_origins_are_refused_unless_allow_listed(api_stack: ApiStack) ->
     pre = requests.options(api_stack.url + "/v1/jobs", headers={
         "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})  # fmt: skip
     assert pre.status_code == 403 and "Access-Control-Allow-Origin" not in pre.headers
+
+
+def test_openapi_document_and_docs_page(api_stack: ApiStack) -> None:
+    c = api_stack.client("edge")
+    spec = c.get("/openapi.json").json()
+    assert spec["openapi"] == "3.1.0"
+    assert {"/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events"} <= set(
+        spec["paths"]
+    )
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    page = c.get("/docs")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "/v1/jobs/{job_id}/events" in page.text and "<script" not in page.text

@@ -65,3 +65,30 @@ async def test_an_allow_listed_origin_gets_cors_headers_and_preflights(
     assert resp.headers["Vary"] == "Origin"
     other = await c.get("/v1/jobs", headers={"Origin": "https://evil.example"})
     assert other.status == 403 and "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_log_lines_written_during_a_request_carry_its_id() -> None:
+    import io
+
+    from producer.api_edge import REQUEST_ID, RequestIdFilter
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RequestIdFilter())
+    log = logging.getLogger("imgq.test.rid")
+    log.addHandler(handler)
+    try:
+        log.warning("outside %s", "any request")
+        token = REQUEST_ID.set("abc-123")
+        try:
+            log.warning("fetch of %s failed", "x.png")
+            log.warning("already tagged request_id=abc-123")
+        finally:
+            REQUEST_ID.reset(token)
+    finally:
+        log.removeHandler(handler)
+    assert out.getvalue().splitlines() == [
+        "outside any request",
+        "fetch of x.png failed request_id=abc-123",
+        "already tagged request_id=abc-123",
+    ]

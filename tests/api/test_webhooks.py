@@ -69,6 +69,17 @@ def test_a_webhook_is_signed_retried_and_delivered_once(
     doc = json.loads(receiver.seen[-1][1])
     assert doc["type"] == "job.finished"
     assert doc["job"]["job_id"] == "wh-1" and doc["job"]["status"] == "succeeded"
+    # A job cancelled while queued is final too: its webhook says so.
+    body = job(make_image(72), job_id="wh-2", priority="bulk", callback_url=receiver.url)
+    assert c.post("/v1/jobs", json=body).status_code == 202
+    assert c.delete("/v1/jobs/wh-2").status_code == 200
+    deadline = time.monotonic() + 30
+    while len(receiver.seen) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    headers, raw = receiver.seen[3]
+    assert verify(secret, raw, headers["imgq-signature"])
+    doc = json.loads(raw)["job"]
+    assert doc["job_id"] == "wh-2" and doc["error"]["code"] == "cancelled"
 
 
 def test_callback_urls_pass_the_ssrf_guard_at_submit(api_stack: ApiStack) -> None:
@@ -100,3 +111,24 @@ async def test_deliveries_end_after_their_attempts_or_lifetime(redis_url: str) -
         assert await r.keys("imgq:webhook:*") == []
     finally:
         await r.aclose()
+
+
+def test_the_readme_verification_snippet_verifies_our_signatures() -> None:
+    import re
+
+    from shared.webhooks import sign
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Webhooks", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S)
+    assert snippet is not None
+    scope: dict[str, Any] = {}
+    exec(snippet.group(1), scope)  # the snippet as a receiver would paste it
+    body = b'{"type":"job.finished","job":{"job_id":"x"}}'
+    header = sign(b"whsec_abc", body)
+    assert scope["verify"](b"whsec_abc", body, header)
+    assert not scope["verify"](b"whsec_abc", body + b" ", header)
+    assert not scope["verify"](b"whsec_other", body, header)
+    old = sign(b"whsec_abc", body, timestamp=int(time.time()) - 3600)
+    assert not scope["verify"](b"whsec_abc", body, old)

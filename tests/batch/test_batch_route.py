@@ -38,8 +38,10 @@ def make_image(i: int) -> bytes:
 MODEL = "gpt-4.1-mini"
 
 
-def _submit(redis_url: str, n: int, first: int = 0, **opts: Any) -> tuple[Client, list[str]]:
-    c = Client(Settings(redis_url=redis_url))
+def _submit(
+    redis_url: str, n: int, first: int = 0, settings: dict[str, Any] | None = None, **opts: Any
+) -> tuple[Client, list[str]]:
+    c = Client(Settings(redis_url=redis_url, **(settings or {})))
     reqs = [
         SubmitRequest(
             images=[make_image(first + i)], prompt=PROMPT, model=MODEL, route="batch",
@@ -192,10 +194,13 @@ def test_leader_killed_mid_step_resumes_without_repeating_it(
 def test_expired_batch_reroutes_unfinished_jobs_online(
     bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
 ) -> None:
-    sim_batch(bsim, expire_next=1, concurrency=1)
+    """The half the batch never reached is answered online, although by then the jobs' images
+    have expired from the image store and their deadline has passed (a real batch expires after
+    24 h: both are long gone)."""
+    sim_batch(bsim, expire_next=1, concurrency=1, progress_s=5)
     batch_workers(bsim, **ONE_BATCH)
     n = 10
-    c, ids = _submit(redis_url, n)
+    c, ids = _submit(redis_url, n, settings={"image_ttl_seconds": 3})  # deadline: 3 s too
     _flush_when_queued(redis_url, ids)
     with c:
         results = list(c.as_completed(ids, timeout=120))
@@ -321,3 +326,19 @@ def test_the_reconciler_leaves_jobs_waiting_in_a_batch_alone(
         results = list(c.as_completed(ids, timeout=60))
     _check_answered(results)
     assert sim_batch(bsim)["lines_answered"] == 4
+
+
+def test_a_failed_upload_is_retried_with_backoff(
+    bsim: Sim, redis_url: str, batch_workers: Callable[..., Any]
+) -> None:
+    sim_batch(bsim, fail_uploads=2)  # the next two uploads answer 500
+    batch_workers(bsim, **ONE_BATCH)
+    c, ids = _submit(redis_url, 5, first=500)
+    _flush_when_queued(redis_url, ids)
+    with c:
+        results = list(c.as_completed(ids, timeout=60))
+    _check_answered(results)
+    counters = sim_batch(bsim)
+    assert counters["uploads"] == 1 and counters["settings"]["fail_uploads"] == 0
+    (b,) = _batches(redis_url)
+    assert "InternalServerError" in b["last_error"] and b["errors"] == "0"

@@ -66,7 +66,8 @@ def test_cli_generate_edit_and_result_out(
 
 @pytest.fixture
 async def api(redis_url: str) -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    client: TestClient = TestClient(TestServer(create_app(Settings(redis_url=redis_url, api_auth="off"))))  # type: ignore[type-arg]
+    app = create_app(Settings(redis_url=redis_url, api_auth="off"))  # issue 11: no keys here
+    client: TestClient = TestClient(TestServer(app))  # type: ignore[type-arg]
     await client.start_server()
     yield client
     await client.close()

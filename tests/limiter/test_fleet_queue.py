@@ -14,7 +14,11 @@ KEY = LimitKey(MODEL, "0123456789abcdef")
 
 
 def cfg(**kw: object) -> LimitsConfig:
-    return LimitsConfig(configured={MODEL: ModelLimits(6000, 100_000)}, margin_s=0, **kw)  # type: ignore[arg-type]
+    return LimitsConfig(
+        configured={MODEL: ModelLimits(6000, 100_000)},
+        margin_s=0,
+        **{"interactive_reserve": 0.0, **kw},
+    )  # type: ignore[arg-type]
 
 
 async def _queue(
@@ -110,3 +114,20 @@ async def test_a_waiter_past_its_deadline_is_dropped_not_granted(redis_url: str)
     assert snap.waiting == 0 and snap.in_flight == 2
     stuck.cancel()
     await asyncio.gather(stuck, return_exceptions=True)
+
+
+async def test_bulk_leaves_a_reserve_that_interactive_gets_at_once(redis_url: str) -> None:
+    clock = Clock()
+    lim = make(redis_url, cfg(interactive_reserve=0.05), clock=clock)  # 300 of 6000 kept
+    await lim.acquire(KEY, 5600, priority="bulk")
+    bulk = asyncio.create_task(lim.acquire(KEY, 200, priority="bulk"))  # would leave 200 < 300
+    await asyncio.sleep(0.3)
+    assert not bulk.done()
+    r = await asyncio.wait_for(lim.acquire(KEY, 350, timeout=5), 1)  # interactive: at once
+    assert r.priority == "interactive"
+    clock.offset += 4.0  # 50 left + 400 refilled: the bulk one leaves 250 < 300, still waits
+    await asyncio.sleep(0.4)
+    assert not bulk.done()
+    clock.offset += 1.0  # 550: it leaves 350 >= 300
+    got = await asyncio.wait_for(bulk, 2)
+    assert got.tokens == 200 and (await lim.snapshot(KEY)).tokens_level == 350

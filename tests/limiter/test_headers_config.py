@@ -102,3 +102,11 @@ def test_config_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_config_rejects_bad_json(text: str) -> None:
     with pytest.raises(ValueError):
         LimitsConfig.from_json(text)
+
+
+def test_config_images_per_minute_and_tenant_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGQ_MODEL_LIMITS", '{"gpt-image-1": {"tpm": 100000, "ipm": 50}}')
+    monkeypatch.setenv("IMGQ_TENANT_WEIGHTS", '{"school-a": 3, "school-b": 1}')
+    cfg = LimitsConfig.from_settings(Settings())
+    assert cfg.configured_for("gpt-image-1") == ModelLimits(100_000, None, 50)
+    assert cfg.weight("school-a") == 3.0 and cfg.weight(None) == 1.0 and cfg.weight("x") == 1.0
