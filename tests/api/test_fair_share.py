@@ -35,7 +35,7 @@ def test_weights_three_to_one_share_tokens_three_to_one(api_stack: ApiStack) -> 
               "dedup": False}  # fmt: skip
     for i in range(JOBS_EACH):  # interleaved: arrival order alone would give 1:1
         for c, name in ((heavy, "h"), (light, "l")):
-            body = job(make_image(1000 + i), job_id=f"{name}-{i}", **fields)
+            body = job(make_image(i, size=(70, 50)), job_id=f"{name}-{i}", **fields)  # own size
             assert c.post("/v1/jobs", json=body).status_code == 202
     limits = json.dumps({"gpt-4.1-nano": {"tpm": 6000, "rpm": 10_000}})
     env = {**api_stack.env, "IMGQ_MODEL_LIMITS": limits, "IMGQ_CAPACITY_WAIT_SECONDS": "600"}

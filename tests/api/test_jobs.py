@@ -71,7 +71,9 @@ def test_a_cancelled_job_is_never_called_and_events_follow_a_job(api_stack: ApiS
         stop(worker)
         log.close()
     hashes = api_stack.sim.stats()["image_hashes"]
-    assert sent_hash(kept) in hashes and sent_hash(gone) not in hashes
+    kept_doc = c.get("/v1/jobs/c-2").json()
+    assert sent_hash(kept) in hashes, kept_doc
+    assert sent_hash(gone) not in hashes
     final = c.get("/v1/jobs/c-1").json()
     assert final["status"] == "failed" and final["error"]["code"] == "cancelled"
     assert final["attempts"] == 0
