@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -76,25 +77,37 @@ def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitReq
     return SubmitRequest(images=images, **opts)
 
 
+async def form_parts(
+    request: web.Request, max_body: int
+) -> AsyncIterator[tuple[BodyPartReader, bytes]]:
+    """Each part of a multipart body with its bytes; 413 once their sum passes ``max_body``."""
+    # aiohttp caps each part, not their sum: count the total ourselves.
+    total = 0
+    reader = await request.multipart()
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            continue
+        data = bytes(await part.read(decode=True))
+        total += len(data)
+        if total > max_body:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=total)
+        yield part, data
+
+
+def form_text(part: BodyPartReader, data: bytes) -> str:
+    """A form field's value, decoded with the charset its part declares (UTF-8 by default)."""
+    return data.decode(part.get_charset(default="utf-8"))
+
+
 async def parse_submit(request: web.Request, max_body: int) -> SubmitRequest:
     if request.content_type == "multipart/form-data":
         fields: dict[str, Any] = {}
         images: list[ImageInput] = []
-        # aiohttp caps each part, not their sum: count the total ourselves.
-        limit = max_body
-        total = 0
-        reader = await request.multipart()
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            data = bytes(await part.read(decode=True))
-            total += len(data)
-            if total > limit:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=total)
+        async for part, data in form_parts(request, max_body):
             if part.filename is not None or part.name == "image":
                 images.append(ImageInput(data))
             elif part.name:
-                fields[part.name] = data.decode(part.get_charset(default="utf-8"))
+                fields[part.name] = form_text(part, data)
         return _request_from(fields, images)
     body = await request.json()
     if not isinstance(body, dict):

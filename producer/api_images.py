@@ -18,8 +18,9 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
+from producer.api_body import form_parts, form_text
 from producer.api_scope import scoped_fields
 from producer.client import AsyncClient
 from producer.generation_jobs import split_options
@@ -60,21 +61,13 @@ async def _read_edit(
     fields: dict[str, Any] = {}
     images: list[bytes] = []
     mask: bytes | None = None
-    total = 0
-    reader = await request.multipart()
-    async for part in reader:
-        if not isinstance(part, BodyPartReader):
-            continue
-        data = bytes(await part.read(decode=True))
-        total += len(data)
-        if total > max_body:
-            raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=total)
+    async for part, data in form_parts(request, max_body):
         if part.name == "mask":
             mask = data
         elif part.name in ("image", "image[]"):
             images.append(data)
         elif part.name:
-            fields[part.name] = data.decode(part.get_charset(default="utf-8"))
+            fields[part.name] = form_text(part, data)
     return _fields(fields, form=True), images, mask
 
 

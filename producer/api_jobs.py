@@ -13,9 +13,11 @@ Another tenant's job is answered exactly like a job that does not exist (404).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -44,6 +46,37 @@ def _storage_down() -> web.Response:
 
 def _no_job(job_id: str) -> web.Response:
     return error_response(404, "not_found", f"no job {job_id[:128]!r}")
+
+
+def _unreadable() -> web.Response:
+    return error_response(502, "result_unreadable", "unreadable")
+
+
+def _target(request: web.Request) -> tuple[str | None, str, str] | web.Response:
+    """The path's job as (tenant, id as given, tenant-scoped id), or the 404 of a malformed id."""
+    tenant = tenant_of(request[API_KEY])
+    external = request.match_info["job_id"]
+    if not check_job_id(external):
+        return _no_job(external)
+    return tenant, external, scope(tenant, external)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _storage_errors(handler: Handler) -> Handler:
+    """Answer 503 while storage is unreachable, 502 for a stored result that cannot be read."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.StorageUnavailableError:
+            return _storage_down()
+        except UnreadableResultError:
+            return _unreadable()
+
+    return wrapped
 
 
 async def _check(req: SubmitRequest, allow: AllowList) -> str | None:
@@ -79,6 +112,7 @@ async def _read(deps: ApiDeps, job_id: str) -> Result | None:
         raise UnreadableResultError(str(type(exc).__name__)) from None
 
 
+@_storage_errors
 async def submit(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     try:
@@ -92,12 +126,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     problem = await _check(req, AllowList(deps.settings.fetch_allow_hosts))
     if problem is not None:
         return error_response(400, "invalid_job", problem)
-    try:
-        status, doc, _ = await submit_for(deps, request[API_KEY], req)
-    except errors.StorageUnavailableError:
-        return _storage_down()
-    except UnreadableResultError:
-        return error_response(502, "result_unreadable", "unreadable")
+    status, doc, _ = await submit_for(deps, request[API_KEY], req)
     return web.json_response(doc, status=status)
 
 
@@ -160,27 +189,21 @@ def _wait_seconds(raw: str) -> float | None:
     return min(max(seconds, 0.0), MAX_WAIT_SECONDS)
 
 
+@_storage_errors
 async def get_job(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request[API_KEY])
-    external = request.match_info["job_id"]
     seconds = 0.0
     if (wait := request.query.get("wait")) is not None:
         parsed = _wait_seconds(wait)
         if parsed is None:
             return error_response(400, "invalid_job", "`wait` is a number of seconds")
         seconds = parsed
-    if not check_job_id(external):
-        return _no_job(external)
-    job_id = scope(tenant, external)
-    try:
-        result = await _read(deps, job_id)
-        if result is not None and seconds > 0 and not result.done:
-            result = await deps.hub.wait(job_id, seconds) or await _read(deps, job_id)
-    except errors.StorageUnavailableError:
-        return _storage_down()
-    except UnreadableResultError:
-        return error_response(502, "result_unreadable", "unreadable")
+    if isinstance(target := _target(request), web.Response):
+        return target
+    tenant, external, job_id = target
+    result = await _read(deps, job_id)
+    if result is not None and seconds > 0 and not result.done:
+        result = await deps.hub.wait(job_id, seconds) or await _read(deps, job_id)
     if result is None:
         return _no_job(external)
     return web.json_response(public_doc(result, tenant))
@@ -213,33 +236,27 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
     return web.json_response({"jobs": docs, "next_cursor": page.next_cursor})
 
 
+@_storage_errors
 async def cancel_job(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request[API_KEY])
-    external = request.match_info["job_id"]
-    if not check_job_id(external):
+    if isinstance(target := _target(request), web.Response):
+        return target
+    tenant, external, job_id = target
+    result = await _read(deps, job_id)
+    if result is None:
         return _no_job(external)
-    job_id = scope(tenant, external)
-    try:
-        result = await _read(deps, job_id)
-        if result is None:
-            return _no_job(external)
-        outcome = "done" if result.done else await deps.jobs.cancel(job_id)
-        if outcome != "cancelled":
-            why = "is running" if outcome == "running" else f"is {result.status}"
-            if outcome == "unknown":
-                why = "is not in the online queue"
-            return error_response(409, "not_cancellable", f"job {external!r} {why}")
-        final = cancelled(result, time.time())
-        await deps.results.put(final)
-        await deps.events.publish(job_id, "failed")
-        await deps.budgets.release(job_id)
-        lifetime = deps.settings.webhook_lifetime_seconds
-        await queue_webhook(deps.redis, job_id, public_doc(final, tenant), tenant, lifetime)
-    except errors.StorageUnavailableError:
-        return _storage_down()
-    except UnreadableResultError:
-        return error_response(502, "result_unreadable", "unreadable")
+    outcome = "done" if result.done else await deps.jobs.cancel(job_id)
+    if outcome != "cancelled":
+        why = "is running" if outcome == "running" else f"is {result.status}"
+        if outcome == "unknown":
+            why = "is not in the online queue"
+        return error_response(409, "not_cancellable", f"job {external!r} {why}")
+    final = cancelled(result, time.time())
+    await deps.results.put(final)
+    await deps.events.publish(job_id, "failed")
+    await deps.budgets.release(job_id)
+    lifetime = deps.settings.webhook_lifetime_seconds
+    await queue_webhook(deps.redis, job_id, public_doc(final, tenant), tenant, lifetime)
     return web.json_response(public_doc(final, tenant))
 
 
@@ -247,19 +264,13 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+@_storage_errors
 async def job_events(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    tenant = tenant_of(request[API_KEY])
-    external = request.match_info["job_id"]
-    if not check_job_id(external):
-        return _no_job(external)
-    job_id = scope(tenant, external)
-    try:
-        result = await _read(deps, job_id)
-    except errors.StorageUnavailableError:
-        return _storage_down()
-    except UnreadableResultError:
-        return error_response(502, "result_unreadable", "unreadable")
+    if isinstance(target := _target(request), web.Response):
+        return target
+    tenant, external, job_id = target
+    result = await _read(deps, job_id)  # errors answered by _storage_errors: not streaming yet
     if result is None:
         return _no_job(external)
     resp = web.StreamResponse(

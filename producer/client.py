@@ -206,9 +206,12 @@ class AsyncClient:
         if await results.create(queued) is not None:  # a known job id is never run twice
             return None
         assert self._redis is not None  # the spec, for the reconciler and `imgq dlq retry`
-        await record_submitted(
-            self._redis, job, expires_at=job.expires_at, ttl_seconds=self.settings.result_ttl_seconds
-        )
+        try:
+            await record_submitted(self._redis, job, expires_at=job.expires_at,
+                                   ttl_seconds=self.settings.result_ttl_seconds)  # fmt: skip
+        except Exception as exc:  # never a queued record that nothing can run: free the id
+            await results.delete(job_id)
+            raise errors.StorageUnavailableError(f"could not record the job: {exc}") from exc
         return job
 
     async def _send_or_forget(self, jobs: list[Job], results: ResultStore) -> None:

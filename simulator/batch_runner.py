@@ -30,6 +30,7 @@ from simulator.batch_state import (
     now_s,
 )
 from simulator.files_api import FILES, FileStore
+from simulator.render import responses_usage
 from simulator.state import STATE, SimState
 
 
@@ -225,13 +226,7 @@ async def _finish(
         obj["error_file_id"] = files.add(data, "batch_error.jsonl", "batch_output").id
     n_in = sum(_usage(r, "prompt_tokens", "input_tokens") for r in out)
     n_out = sum(_usage(r, "completion_tokens", "output_tokens") for r in out)
-    obj["usage"] = {
-        "input_tokens": n_in,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": n_out,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": n_in + n_out,
-    }
+    obj["usage"] = responses_usage(n_in, n_out)
     batch.tokens = 0
     if cancelled:
         obj["status"], obj["cancelled_at"] = "cancelled", now_s()

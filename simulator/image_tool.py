@@ -118,13 +118,7 @@ async def answer_image_tool(request: web.Request, body: dict[str, Any]) -> web.R
             "background": "transparent" if transparent else "opaque",
         }
     ]
-    payload["usage"] = {
-        "input_tokens": n_prompt,
-        "input_tokens_details": {"cached_tokens": 0},
-        "output_tokens": out_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": n_prompt + out_tokens,
-    }
+    payload["usage"] = render.responses_usage(n_prompt, out_tokens)
     state.stats.answered(200)
     state.stats.completed_one(n_prompt, out_tokens)
     return web.json_response(payload, headers=headers)

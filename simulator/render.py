@@ -143,14 +143,23 @@ def response_object(
     }
     if answer is not None:
         out["output"] = [_message("msg_" + rid[5:], answer.text, status)]
-        out["usage"] = {
-            "input_tokens": prompt_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": answer.completion_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": prompt_tokens + answer.completion_tokens,
-        }
+        out["usage"] = responses_usage(prompt_tokens, answer.completion_tokens)
     return out
+
+
+def responses_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """The ``usage`` object of a Responses API response (a batch object's has the same shape).
+
+    >>> responses_usage(3, 2)["total_tokens"]
+    5
+    """
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": input_tokens + output_tokens,
+    }
 
 
 def response_events(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from shared.embedded_redis import EmbeddedRedis, free_port
+from tests.procs import Starter, WorkerFactory, stop_processes, wait_for_worker, worker_env
+
+if TYPE_CHECKING:
+    from tests.local_http import ApiFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(ROOT / ".cache" / "tiktoken"))
@@ -111,3 +117,48 @@ def simulator(simulator_factory: Callable[..., Sim]) -> Sim:
         "--seed",
         "1",
     )
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Starter]:
+    """Start processes with a log file each (``tmp_path/NAME.log``); all stopped afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env or dict(os.environ), stdout=log, stderr=log)
+        procs.append(proc)
+        return proc
+
+    yield start
+    stop_processes(*procs)
+
+
+@pytest.fixture
+def worker_factory(redis_url: str, processes: Starter) -> WorkerFactory:
+    """Start real `imgq worker` processes (logs: ``tmp_path/worker0.log``, ...)."""
+    count = itertools.count()
+
+    def start(
+        sim: Sim, *, concurrency: int = 16, wait_for_bindings: bool = True, **env: str
+    ) -> subprocess.Popen[bytes]:
+        n = next(count)
+        cmd = [sys.executable, "-m", "imgq.cli", "worker", "-c", str(concurrency),
+               "-l", "INFO", "-n", f"w{n}-{os.getpid()}@%h"]  # fmt: skip
+        proc = processes(f"worker{n}", cmd, worker_env(redis_url, sim, **env))
+        if wait_for_bindings:  # Redis broker: kombu's bindings tell when the worker consumes
+            wait_for_worker(redis_url)
+        return proc
+
+    return start
+
+
+@pytest.fixture
+async def api_factory() -> AsyncIterator[ApiFactory]:
+    """The real HTTP app on test servers: ``(settings, metrics=None, **kw) -> TestClient``."""
+    from tests.local_http import api_clients  # the app is imported only by tests that use it
+
+    async with api_clients() as make:
+        yield make

@@ -8,7 +8,9 @@ local t = redis.call('TIME')
 local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[1])
 if not seen then return 'gone' end
-if redis.call('EXISTS', KEYS[1]) == 1 or tonumber(seen) > now_ms - tonumber(ARGV[2]) then
+if tonumber(seen) > now_ms - tonumber(ARGV[2]) then return 'alive' end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('ZADD', KEYS[3], now_ms, ARGV[1])  -- leased: look again a stale period later
   return 'alive'
 end
 local st = redis.call('HMGET', KEYS[2], 'status', 'expires_at', 'spec')

@@ -86,8 +86,8 @@ class Reconciler:
     async def reconcile_once(self) -> Counter[str]:
         """One pass over the silent jobs; returns how many got each verdict."""
         r = self._deps.redis
-        seconds, _ = await r.time()
-        horizon = int(seconds) * 1000 - self._stale_ms
+        seconds, micros = await r.time()
+        horizon = int(seconds) * 1000 + int(micros) // 1000 - self._stale_ms
         ids = await r.zrangebyscore(OPEN_JOBS, "-inf", horizon, start=0, num=BATCH)
         verdicts: Counter[str] = Counter()
         for raw in ids:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
@@ -45,24 +46,28 @@ def _targets(queries: list[Query]) -> list[prometheus.Dataquery]:
     ]
 
 
-def chart(
-    title: str, queries: list[Query], *, unit: str = "short", w: int = 12, about: str = ""
-) -> timeseries.Panel:
-    panel = timeseries.Panel().title(title).description(about).datasource(DS)
-    panel = panel.unit(unit).span(w).height(8)
+Panel = TypeVar("Panel", timeseries.Panel, stat.Panel)
+
+
+def _panel(
+    panel: Panel, title: str, queries: list[Query], unit: str, w: int, h: int, about: str
+) -> Panel:
+    panel = panel.title(title).description(about).datasource(DS).unit(unit).span(w).height(h)
     for t in _targets(queries):
         panel = panel.with_target(t)
     return panel
+
+
+def chart(
+    title: str, queries: list[Query], *, unit: str = "short", w: int = 12, about: str = ""
+) -> timeseries.Panel:
+    return _panel(timeseries.Panel(), title, queries, unit, w, 8, about)
 
 
 def single(
     title: str, queries: list[Query], *, unit: str = "short", w: int = 4, about: str = ""
 ) -> stat.Panel:
-    panel = stat.Panel().title(title).description(about).datasource(DS)
-    panel = panel.unit(unit).span(w).height(4)
-    for t in _targets(queries):
-        panel = panel.with_target(t)
-    return panel
+    return _panel(stat.Panel(), title, queries, unit, w, 4, about)
 
 
 def rows() -> list[tuple[str, list[timeseries.Panel | stat.Panel]]]:

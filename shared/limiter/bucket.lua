@@ -331,7 +331,8 @@ if OP == 'pump' then
       redis.call('HSET', S, 'v' .. cls, tostring(tag))
       local tk = cls .. '|' .. proc .. '|' .. tenant
       if redis.call('HGET', T, tk) == tostring(tag) then redis.call('HDEL', T, tk) end
-      if cls == 'i' then streak = streak + 1 else streak = 0 end
+      -- (the streak counts interactive grants made while bulk waits)
+      if cls == 'i' and nb > 0 then streak = streak + 1 else streak = 0 end
       if proc == me then mine(id, 1, now) else push(proc, id .. '|1|' .. now) end
     end
   end

@@ -77,6 +77,7 @@ class WaitLine:
         self._max_poll_s = max_poll_s
         self._fast_asks = fast_asks
         self._fast = 0  # direct calls in flight
+        self._direct: set[str] = set()  # their waiters
         self.tpm: int | None = None  # from the last answer: too-large requests fail at once
         self.ipm: int | None = None
 
@@ -93,10 +94,12 @@ class WaitLine:
         try:
             if direct:
                 self._fast += 1
+                self._direct.add(w.id)
                 try:
                     self._apply(await self._grants.pump(self.key, [w], []))
                 finally:
                     self._fast -= 1
+                    self._direct.discard(w.id)
             else:
                 self._new.append(w)
             if not w.future.done():
@@ -183,6 +186,11 @@ class WaitLine:
                     self.fail_all(exc)
                     return
                 self._apply(p)
+                if p.hint_ms < 0:
+                    # Nobody waits in the fleet queue, yet some of ours are not granted: the queue
+                    # was lost (a Redis restart, a flush). Queue them again.
+                    queued = {x.id for x in self._new} | self._direct
+                    self._new += [x for x in self._waiting.values() if x.id not in queued]
                 if self._new or self._cancel or not self._waiting:
                     continue
                 hint = p.hint_ms / 1000.0 if p.hint_ms >= 0 else self._max_poll_s

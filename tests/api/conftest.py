@@ -11,10 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +23,7 @@ import requests
 
 from shared.embedded_redis import EmbeddedRedis, free_port
 from tests.conftest import ROOT, Sim, start_simulator, stop_simulator
-from tests.pipeline.conftest import wait_for_worker, worker_env
+from tests.procs import stop_processes, wait_for_worker, wait_http, worker_env
 
 
 def imgq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,28 +31,6 @@ def imgq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "imgq.cli", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited: {log.read_text()[-3000:]}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 class Api(requests.Session):
@@ -125,8 +101,7 @@ def api_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
             yield ApiStack(server.url, sim, f"http://127.0.0.1:{port}",
                            f"http://127.0.0.1:{mport}/metrics", env, tmp)  # fmt: skip
         finally:
-            stop(api)
-            stop(worker)
+            stop_processes(api, worker)
             wlog.close()
             alog.close()
             stop_simulator(sim)

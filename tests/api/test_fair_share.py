@@ -18,9 +18,10 @@ import pytest
 import redis
 
 from shared.storage.redis_store import RESULT_PREFIX
-from tests.api.conftest import ApiStack, job, stop
+from tests.api.conftest import ApiStack, job
 from tests.conftest import ROOT
 from tests.pipeline.conftest import make_image
+from tests.procs import stop_processes
 
 JOBS_EACH = 120
 SKIP, MEASURE = 90, 80  # completions: the uncontended first bucket, then the measured ones
@@ -59,7 +60,7 @@ def test_weights_three_to_one_share_tokens_three_to_one(api_stack: ApiStack) -> 
             assert time.monotonic() < deadline, f"only {len(done)} done"
             time.sleep(1.0)
     finally:
-        stop(worker)
+        stop_processes(worker)
         log.close()
     window = done[SKIP : SKIP + MEASURE]
     tokens = {"heavy": 0, "light": 0}

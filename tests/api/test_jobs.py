@@ -16,9 +16,10 @@ from typing import Any
 
 import redis
 
-from tests.api.conftest import Api, ApiStack, job, stop, wait_done
+from tests.api.conftest import Api, ApiStack, job, wait_done
 from tests.conftest import ROOT
 from tests.pipeline.conftest import make_image, sent_hash
+from tests.procs import stop_processes
 
 
 def _events(c: Api, job_id: str, out: list[dict[str, Any]]) -> None:
@@ -68,7 +69,7 @@ def test_a_cancelled_job_is_never_called_and_events_follow_a_job(api_stack: ApiS
         assert wait_done(c, "c-2")["status"] == "succeeded"
         _drained(api_stack.redis_url)
     finally:
-        stop(worker)
+        stop_processes(worker)
         log.close()
     hashes = api_stack.sim.stats()["image_hashes"]
     kept_doc = c.get("/v1/jobs/c-2").json()

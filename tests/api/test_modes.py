@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from producer.api import create_app
 from shared.settings import Settings
-
-Factory = Callable[..., Any]
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Factory]:
-    clients: list[TestClient] = []  # type: ignore[type-arg]
-
-    async def make(settings: Settings) -> TestClient:  # type: ignore[type-arg]
-        client: TestClient = TestClient(TestServer(create_app(settings)))  # type: ignore[type-arg]
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        await c.close()
+from tests.local_http import ApiFactory
 
 
 async def test_open_mode_needs_no_key_and_says_so_loudly(
-    redis_url: str, serve: Factory, caplog: pytest.LogCaptureFixture
+    redis_url: str, api_factory: ApiFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="imgq.api"):
-        c = await serve(Settings(redis_url=redis_url, api_auth="off"))
+        c = await api_factory(Settings(redis_url=redis_url, api_auth="off"))
     assert any("NO API KEYS ARE CHECKED" in r.getMessage() for r in caplog.records)
     resp = await c.get("/v1/jobs")
     assert resp.status == 200 and (await resp.json())["jobs"] == []
@@ -44,17 +24,17 @@ async def test_open_mode_needs_no_key_and_says_so_loudly(
     assert resp.status == 415
 
 
-async def test_keys_are_the_default(redis_url: str, serve: Factory) -> None:
-    c = await serve(Settings(redis_url=redis_url))
+async def test_keys_are_the_default(redis_url: str, api_factory: ApiFactory) -> None:
+    c = await api_factory(Settings(redis_url=redis_url))
     resp = await c.get("/v1/jobs")
     assert resp.status == 401 and (await resp.json())["error"]["code"] == "unauthorized"
 
 
 async def test_an_allow_listed_origin_gets_cors_headers_and_preflights(
-    redis_url: str, serve: Factory
+    redis_url: str, api_factory: ApiFactory
 ) -> None:
     origin = "https://dash.example.com"
-    c = await serve(Settings(redis_url=redis_url, api_auth="off", api_cors_origins=[origin]))
+    c = await api_factory(Settings(redis_url=redis_url, api_auth="off", api_cors_origins=[origin]))
     pre = await c.options("/v1/jobs", headers={"Origin": origin,
                                                "Access-Control-Request-Method": "POST"})  # fmt: skip
     assert pre.status == 204

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Sim, start_simulator, stop_simulator
-from tests.pipeline.conftest import wait_for_worker, worker_env
+from tests.conftest import Sim, start_simulator, stop_simulator
+from tests.procs import WorkerFactory
 
 KEY = "sk-test-batch-0123456789"
 
@@ -80,31 +76,10 @@ FAST_BATCHER = {
 
 
 @pytest.fixture
-def batch_workers(
-    redis_url: str, tmp_path: Path
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def batch_workers(worker_factory: WorkerFactory) -> WorkerFactory:
     """Start `imgq worker` processes with a fast batcher; all are stopped after the test."""
-    procs: list[subprocess.Popen[bytes]] = []
 
     def start(sim: Sim, *, concurrency: int = 16, **env: str) -> subprocess.Popen[bytes]:
-        log = open(tmp_path / f"worker{len(procs)}.log", "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "imgq.cli", "worker", "-c", str(concurrency),
-               "-l", "INFO", "-n", f"b{len(procs)}-{os.getpid()}@%h"]  # fmt: skip
-        full = {**FAST_BATCHER, **env}
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=worker_env(redis_url, sim, **full), stdout=log, stderr=log
-        )
-        procs.append(proc)
-        wait_for_worker(redis_url)
-        return proc
+        return worker_factory(sim, concurrency=concurrency, **{**FAST_BATCHER, **env})
 
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    return start

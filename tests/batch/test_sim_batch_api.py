@@ -54,6 +54,22 @@ def _read(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     return [json.loads(x) for x in client.files.content(file_id).text.splitlines() if x]
 
 
+def _start(
+    client: openai.OpenAI,
+    lines: list[dict[str, Any]],
+    endpoint: str = "/v1/chat/completions",
+    **kw: Any,
+) -> Any:
+    """Upload ``lines`` as a batch input file and create a 24 h batch of them."""
+    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl(lines))), purpose="batch")
+    return client.batches.create(
+        input_file_id=f.id,
+        endpoint=endpoint,  # type: ignore[arg-type]
+        completion_window="24h",
+        **kw,
+    )
+
+
 def test_files_upload_retrieve_list_content_delete(bsim: Sim) -> None:
     client = _client(bsim)
     data = _jsonl(_chat_lines(2)[0])
@@ -80,13 +96,7 @@ def test_failed_upload_fault_then_success(bsim: Sim) -> None:
 def test_batch_completes_with_each_line_answered_about_its_own_image(bsim: Sim) -> None:
     client = _client(bsim)
     lines, hashes = _chat_lines(6)
-    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl(lines))), purpose="batch")
-    b = client.batches.create(
-        input_file_id=f.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-        metadata={"imgq_batch_id": "b1"},
-    )
+    b = _start(client, lines, metadata={"imgq_batch_id": "b1"})
     assert b.status == "validating" and b.metadata == {"imgq_batch_id": "b1"}
     done, seen = _wait(client, b.id)
     assert seen[-1] == "completed" and "in_progress" in seen
@@ -113,10 +123,7 @@ def test_line_errors_go_to_the_error_file(bsim: Sim) -> None:
     sim_batch(bsim, fail_lines={"job-1": 500})
     lines, _ = _chat_lines(3)
     lines[2]["body"]["messages"][0]["content"][1]["image_url"]["url"] = "data:image/png;base64,AAAA"
-    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl(lines))), purpose="batch")
-    b = client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    b = _start(client, lines)
     done, _ = _wait(client, b.id)
     assert done.status == "completed"
     assert (done.request_counts.completed, done.request_counts.failed) == (1, 2)
@@ -131,10 +138,7 @@ def test_expired_batch_delivers_half_and_marks_the_rest(bsim: Sim) -> None:
     client = _client(bsim)
     sim_batch(bsim, expire_next=1, concurrency=1)
     lines, _ = _chat_lines(4)
-    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl(lines))), purpose="batch")
-    b = client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    b = _start(client, lines)
     done, _ = _wait(client, b.id)
     sim_batch(bsim, concurrency=16)
     assert done.status == "expired" and done.expired_at
@@ -148,26 +152,19 @@ def test_cancel_and_validation_failures(bsim: Sim) -> None:
     client = _client(bsim)
     sim_batch(bsim, progress_s=5)
     lines, _ = _chat_lines(2)
-    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl(lines))), purpose="batch")
-    b = client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    b = _start(client, lines)
     assert client.batches.cancel(b.id).status == "cancelling"
     done, _ = _wait(client, b.id)
     assert done.status == "cancelled" and done.cancelled_at
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(b.id)
     # A line for another endpoint fails the whole batch at validation, with the line number.
-    bad = _jsonl([{**lines[0], "url": "/v1/responses"}])
-    f2 = client.files.create(file=("bad.jsonl", io.BytesIO(bad)), purpose="batch")
-    b2 = client.batches.create(
-        input_file_id=f2.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    b2 = _start(client, [{**lines[0], "url": "/v1/responses"}])
     done2, seen = _wait(client, b2.id)
     assert seen == ["validating", "failed"]
     assert done2.errors.data[0].code == "mismatched_endpoint" and done2.errors.data[0].line == 1
     with pytest.raises(openai.BadRequestError):
-        client.batches.create(input_file_id=f2.id, endpoint="/v1/chat/completions",
+        client.batches.create(input_file_id=b2.input_file_id, endpoint="/v1/chat/completions",
                               completion_window="1h")  # type: ignore[arg-type]  # fmt: skip
 
 
@@ -175,10 +172,7 @@ def test_enqueued_token_limit_fails_the_batch_with_openais_message(bsim: Sim) ->
     client = _client(bsim)
     sim_batch(bsim, enqueued_token_limit=100)
     lines, _ = _chat_lines(3)
-    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl(lines))), purpose="batch")
-    b = client.batches.create(
-        input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    b = _start(client, lines)
     done, _ = _wait(client, b.id)
     assert done.status == "failed"
     err = done.errors.data[0]
@@ -197,8 +191,7 @@ def test_responses_endpoint_lines(bsim: Sim) -> None:
         "max_output_tokens": 100,
     }  # fmt: skip
     line = {"custom_id": "r1", "method": "POST", "url": "/v1/responses", "body": body}
-    f = client.files.create(file=("in.jsonl", io.BytesIO(_jsonl([line]))), purpose="batch")
-    b = client.batches.create(input_file_id=f.id, endpoint="/v1/responses", completion_window="24h")
+    b = _start(client, [line], "/v1/responses")
     done, _ = _wait(client, b.id)
     (out,) = _read(client, done.output_file_id)
     online = client.responses.create(**body)

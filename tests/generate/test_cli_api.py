@@ -17,7 +17,6 @@ from shared.settings import Settings
 from tests.conftest import ROOT, Sim
 from tests.generate.conftest import decode, fast_sim_args, mask_png, picture
 from tests.pipeline.conftest import WorkerFactory, worker_env
-from tests.pipeline.conftest import worker_factory as worker_factory  # the fixture
 
 
 @pytest.fixture

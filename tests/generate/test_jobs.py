@@ -18,7 +18,6 @@ from simulator.images_api import MODERATION_TRIGGER
 from tests.conftest import Sim
 from tests.generate.conftest import decode, fast_sim_args, mask_png, picture
 from tests.pipeline.conftest import WorkerFactory
-from tests.pipeline.conftest import worker_factory as worker_factory  # the fixture
 from tests.storage.conftest import BUCKET
 from tests.storage.conftest import s3 as s3  # the fixtures
 from tests.storage.conftest import s3_endpoint as s3_endpoint

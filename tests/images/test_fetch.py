@@ -16,6 +16,7 @@ from shared.images import AllowList, GuardedResolver, fetch_image, make_fetch_se
 from shared.images.fetch import ForbiddenAddressError, check_host, host_literal, is_forbidden_ip
 from shared.settings import Settings
 from tests.images import samples as s
+from tests.local_http import serve_app
 
 PNG = s.encode(s.photo((64, 48)), "PNG")
 MB = 1024 * 1024
@@ -67,13 +68,8 @@ def _app() -> web.Application:
 
 @pytest.fixture
 async def server() -> AsyncIterator[int]:
-    runner = web.AppRunner(_app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port: int = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield port
-    await runner.cleanup()
+    async with serve_app(_app()) as port:
+        yield port
 
 
 def _settings(**kw: Any) -> Settings:
@@ -255,12 +251,8 @@ async def counting_server() -> AsyncIterator[tuple[int, dict[str, Any]]]:
     app.router.add_get("/slow/{n}", slow)
     app.router.add_get("/set-cookie", set_cookie)
     app.router.add_get("/echo", echo)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site._server.sockets[0].getsockname()[1], state  # type: ignore[union-attr]
-    await runner.cleanup()
+    async with serve_app(app) as port:
+        yield port, state
 
 
 async def test_one_host_gets_at_most_its_connections(counting_server: tuple[int, Any]) -> None:

@@ -396,3 +396,14 @@ async def test_waiters_share_few_connections_and_do_not_block_the_loop(redis_url
     done = await asyncio.gather(*waiters)  # 100 tokens/s: 300 in ~3 s
     assert len(done) == 300
     t.cancel()
+
+
+async def test_waiters_survive_a_lost_queue(redis_url: str) -> None:
+    lim = make(redis_url, config(6000, 600))
+    await lim.acquire(KEY, 6000)
+    waiting = asyncio.create_task(lim.acquire(KEY, 100, timeout=10))
+    await asyncio.sleep(0.3)
+    assert (await lim.snapshot(KEY)).waiting == 1
+    redis.Redis.from_url(redis_url).flushall()  # e.g. Redis restarted without persistence
+    got = await asyncio.wait_for(waiting, 3)  # queued again, and granted
+    assert got.tokens == 100

@@ -14,8 +14,8 @@ import pytest
 
 from shared.embedded_redis import free_port
 from tests.conftest import Sim
-from tests.monitoring.conftest import Starter, imgq_command, wait_http
-from tests.pipeline.conftest import wait_for_worker, worker_env
+from tests.monitoring.conftest import imgq_command
+from tests.procs import Starter, wait_for_worker, wait_http, worker_env
 
 pytestmark = pytest.mark.slow
 

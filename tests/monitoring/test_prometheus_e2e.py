@@ -24,7 +24,7 @@ import pytest
 
 from shared.embedded_redis import free_port
 from tests.conftest import Sim
-from tests.monitoring.conftest import Starter, imgq_command, wait_http
+from tests.monitoring.conftest import imgq_command
 from tests.monitoring.prom import (
     MON,
     Prometheus,
@@ -35,7 +35,8 @@ from tests.monitoring.prom import (
     operands,
     start_prometheus,
 )
-from tests.pipeline.conftest import make_image, wait_for_worker, worker_env
+from tests.pipeline.conftest import make_image
+from tests.procs import Starter, wait_for_worker, wait_http, worker_env
 
 pytestmark = pytest.mark.slow
 

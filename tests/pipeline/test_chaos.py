@@ -133,6 +133,40 @@ def test_a_paused_worker_is_fenced_out(
     assert fenced == len(not_started) and alive
 
 
+def test_a_paused_worker_waiting_for_capacity_is_taken_over(
+    redis_url: str, simulator_factory: Callable[..., Sim], worker_factory: WorkerFactory
+) -> None:
+    """SIGSTOP 40 s while 4 jobs wait for limiter capacity (RPM 2); another worker takes them."""
+    sim = simulator_factory("--latency-ms", "300", "--jitter-ms", "0")
+    paused = worker_factory(sim, concurrency=8, IMGQ_MODEL_LIMITS=limits(2))
+    images = [make_image(2500 + i) for i in range(6)]
+    with Client(Settings(redis_url=redis_url)) as c:
+        ids = c.submit_many(SubmitRequest(images=[img], prompt=PROMPT) for img in images)
+        wait_until(lambda: sum(1 for i in ids if (x := c.get(i)) and x.done) >= 2, 30, "no start")
+        waiting = [i for i in ids if not (x := c.get(i)) or not x.done]
+        called_before = set(sim.stats()["admitted_hashes"])
+        paused.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        worker_factory(sim, concurrency=8, IMGQ_MODEL_LIMITS=limits(100_000))
+        results = list(c.as_completed(ids, timeout=90))
+        taken_over_in = time.monotonic() - stopped_at
+        time.sleep(max(0.0, 40 - (time.monotonic() - stopped_at)))
+        paused.send_signal(signal.SIGCONT)
+        time.sleep(15)
+        alive = paused.poll() is None
+        final = [c.get(i) for i in ids]
+    not_started = {sent_hash(i) for i in images} - called_before
+    dup = paid_twice(sim, not_started)
+    print(
+        f"\nSIGSTOP 40 s with {len(waiting)} jobs waiting for limiter capacity: taken over and "
+        f"finished {taken_over_in:.1f} s after the stop; after SIGCONT duplicate paid calls "
+        f"{dup} among them, {paid_twice(sim)} in all; paused worker alive: {alive}"
+    )
+    assert all(x.status == "succeeded" for x in results), [x.error for x in results]
+    assert all(x is not None and x.status == "succeeded" for x in final)
+    assert len(waiting) == 4 and dup == 0 and paid_twice(sim) == 0 and alive
+
+
 def test_a_job_that_crashes_every_delivery_is_dead_lettered(
     redis_url: str, simulator: Sim, worker_factory: WorkerFactory
 ) -> None:

@@ -7,7 +7,6 @@ Tests that need a broker without a worker use `idle_redis_url` (another database
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ import redis
 
 from shared.embedded_redis import EmbeddedRedis
 from tests.conftest import ROOT, Sim, start_simulator, stop_simulator
-from tests.pipeline.conftest import wait_for_worker, worker_env
+from tests.procs import stop_processes, wait_for_worker, worker_env
 
 
 @dataclass
@@ -58,12 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             wait_for_worker(server.url)
             yield Stack(server.url, sim, proc, log)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_processes(proc)
             fh.close()
             stop_simulator(sim)
 

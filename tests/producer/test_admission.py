@@ -20,7 +20,6 @@ from shared.jobs import Result
 from shared.settings import Settings
 from tests.conftest import Sim
 from tests.pipeline.conftest import WorkerFactory, make_image
-from tests.pipeline.conftest import worker_factory as worker_factory  # the fixture, re-exported
 from tests.producer.conftest import Stack
 
 PROMPT = "Describe this image."

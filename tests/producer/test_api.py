@@ -8,42 +8,25 @@ import json
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import redis
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from producer import api as api_module
-from producer.api import create_app
 from shared.embedded_redis import free_port
 from shared.metrics import Metrics
 from shared.settings import Settings
+from tests.local_http import ApiFactory
 from tests.pipeline.conftest import make_image, sent_hash
 from tests.producer.conftest import ImageServer, Stack
 
 IMAGE_LINE = re.compile(r"IMAGE sha256=([0-9a-f]{16})")
 PROMPT = "Describe this image."
-ApiFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def api_factory() -> AsyncIterator[ApiFactory]:
-    """Start the real app on a test server; ``(settings, metrics, **kw) -> TestClient``."""
-    clients: list[TestClient[Any, Any]] = []
-
-    async def make(settings: Settings, metrics: Metrics | None = None, **kw: Any) -> TestClient:  # type: ignore[type-arg]
-        client: TestClient = TestClient(TestServer(create_app(settings, metrics_=metrics, **kw)))  # type: ignore[type-arg]
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        await c.close()
 
 
 @pytest.fixture

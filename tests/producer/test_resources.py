@@ -15,11 +15,10 @@ from aiohttp.test_utils import TestClient
 
 from benchmarks.resources import real_png_bomb
 from shared.settings import Settings
+from tests.local_http import ApiFactory, serve_app
 from tests.pipeline.conftest import make_image
 from tests.producer.conftest import Stack
-from tests.producer.test_api import PROMPT, ApiFactory, api_factory, post_json, wait_doc
-
-__all__ = ["api_factory"]  # the fixture, shared with test_api
+from tests.producer.test_api import PROMPT, post_json, wait_doc
 
 SLOW_SECONDS = 0.5
 
@@ -57,13 +56,8 @@ async def served() -> AsyncIterator[tuple[str, Served]]:
     app.router.add_get("/slow/{name}", slow)
     app.router.add_get("/fast.png", fast)
     app.router.add_get("/bomb.png", bomb)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", state
-    await runner.cleanup()
+    async with serve_app(app) as port:
+        yield f"http://127.0.0.1:{port}", state
 
 
 @pytest.fixture

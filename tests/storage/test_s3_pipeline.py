@@ -12,7 +12,6 @@ from producer.client import Client
 from shared.settings import Settings
 from tests.conftest import Sim
 from tests.pipeline.conftest import WorkerFactory, make_image, sent_hash
-from tests.pipeline.conftest import worker_factory as worker_factory  # the fixture
 from tests.storage.conftest import BUCKET
 
 pytestmark = pytest.mark.slow
