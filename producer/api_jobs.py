@@ -52,13 +52,20 @@ def _unreadable() -> web.Response:
     return error_response(502, "result_unreadable", "unreadable")
 
 
-def _target(request: web.Request) -> tuple[str | None, str, str] | web.Response:
-    """The path's job as (tenant, id as given, tenant-scoped id), or the 404 of a malformed id."""
+async def _existing(request: web.Request) -> tuple[str | None, str, str, Result] | web.Response:
+    """The path's job as (tenant, id as given, tenant-scoped id, result), or its 404.
+
+    Another tenant's job is scoped away, so it is answered like a missing one.
+    """
     tenant = tenant_of(request[API_KEY])
     external = request.match_info["job_id"]
     if not check_job_id(external):
         return _no_job(external)
-    return tenant, external, scope(tenant, external)
+    job_id = scope(tenant, external)
+    result = await _read(request.app[DEPS], job_id)
+    if result is None:
+        return _no_job(external)
+    return tenant, external, job_id, result
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -198,14 +205,14 @@ async def get_job(request: web.Request) -> web.StreamResponse:
         if parsed is None:
             return error_response(400, "invalid_job", "`wait` is a number of seconds")
         seconds = parsed
-    if isinstance(target := _target(request), web.Response):
-        return target
-    tenant, external, job_id = target
-    result = await _read(deps, job_id)
-    if result is not None and seconds > 0 and not result.done:
-        result = await deps.hub.wait(job_id, seconds) or await _read(deps, job_id)
-    if result is None:
-        return _no_job(external)
+    if isinstance(found := await _existing(request), web.Response):
+        return found
+    tenant, external, job_id, result = found
+    if seconds > 0 and not result.done:
+        waited = await deps.hub.wait(job_id, seconds) or await _read(deps, job_id)
+        if waited is None:  # expired or deleted while waited for
+            return _no_job(external)
+        result = waited
     return web.json_response(public_doc(result, tenant))
 
 
@@ -239,12 +246,9 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
 @_storage_errors
 async def cancel_job(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    if isinstance(target := _target(request), web.Response):
-        return target
-    tenant, external, job_id = target
-    result = await _read(deps, job_id)
-    if result is None:
-        return _no_job(external)
+    if isinstance(found := await _existing(request), web.Response):
+        return found
+    tenant, external, job_id, result = found
     outcome = "done" if result.done else await deps.jobs.cancel(job_id)
     if outcome != "cancelled":
         why = "is running" if outcome == "running" else f"is {result.status}"
@@ -267,12 +271,10 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 @_storage_errors
 async def job_events(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
-    if isinstance(target := _target(request), web.Response):
-        return target
-    tenant, external, job_id = target
-    result = await _read(deps, job_id)  # errors answered by _storage_errors: not streaming yet
-    if result is None:
-        return _no_job(external)
+    # Storage errors are answered by _storage_errors here: the stream has not started yet.
+    if isinstance(found := await _existing(request), web.Response):
+        return found
+    tenant, _, job_id, result = found
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
