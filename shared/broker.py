@@ -53,6 +53,10 @@ def celery_config(settings: Settings, broker_url: str) -> dict[str, Any]:
             "visibility_timeout": LEASE_SECONDS,
             "unacked_restore_interval": HEARTBEAT_SECONDS / 2,
             "unacked_restore_throttle": 1,
+            # kombu's restore scan takes a fleet-wide mutex for 300 s by default: a worker paused
+            # (SIGSTOP, VM pause) or killed while holding it stops every restore for 5 minutes.
+            # The scan takes milliseconds; a duplicate restore is harmless (leases, issue 9).
+            "unacked_mutex_expire": LEASE_SECONDS // 2,
             "queue_order_strategy": "priority",
         },
         "include": [],

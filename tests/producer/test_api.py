@@ -304,14 +304,20 @@ async def test_healthz(idle: Any, api_factory: ApiFactory) -> None:
 
 # -- bounded resources (issue 10): no worker, the API on its own Redis ---------------------------
 @pytest.fixture
-async def bare(redis_url: str, api_factory: ApiFactory) -> AsyncIterator[tuple[TestClient, Any]]:  # type: ignore[type-arg]
-    """The API on a private Redis with nothing consuming; (client, async Redis for the test)."""
+async def bare(api_factory: ApiFactory) -> AsyncIterator[tuple[TestClient, Any]]:  # type: ignore[type-arg]
+    """The API on a private Redis with nothing consuming; (client, async Redis for the test).
+
+    A Redis of its own, so connections other tests leave open never count against this one's.
+    """
     import redis.asyncio as aioredis
 
-    client = await api_factory(Settings(redis_url=redis_url, api_auth="off"), body_timeout=2.0)
-    r = aioredis.from_url(redis_url)
-    yield client, r
-    await r.aclose()
+    from shared.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        client = await api_factory(Settings(redis_url=server.url, api_auth="off"), body_timeout=2.0)
+        r = aioredis.from_url(server.url)
+        yield client, r
+        await r.aclose()
 
 
 async def _queued(r: Any, job_ids: list[str]) -> Any:
