@@ -234,7 +234,8 @@ def loop_lag_panels() -> list[timeseries.Panel | stat.Panel]:
         return []
     return [
         chart("Worker event loop lag", [
-            ('max by (instance) (imgq_event_loop_lag_seconds{job="imgq-worker"})', "{{instance}}"),
+            ('histogram_quantile(0.99, sum by (instance, le) '
+             '(rate(imgq_event_loop_lag_seconds_bucket{job="imgq-worker"}[5m])))', "p99 {{instance}}"),
         ], unit="s", w=24, about="Time a ready callback waits for the loop: > 0.1 s slows every call."),
     ]  # fmt: skip
 
