@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,20 +33,18 @@ from shared.image_models import (
     resolve_size,
 )
 from shared.jobs import Job, Result
-from shared.limiter import LimitKey, Reservation
+from shared.limiter import LimitKey
 from shared.prompt_guard import check_prompt
 from shared.text_tokens import count_tokens, prompt_tokens
-from workers.commit import write_running
+from workers.call_step import Ask, Spend, call_step, fenced_before_call, on_call_error
 from workers.deps import WorkerDeps
 from workers.generate_responses import images_response, responses_body, responses_cost_usd
 from workers.generate_store import store_outputs
 from workers.locks import Lease
 from workers.openai_call import map_status_error
-from workers.retry import retry_delay
 
 log = logging.getLogger(__name__)
 API_LABEL = "images"
-_COUNTED = (errors.UpstreamTimeoutError, errors.UpstreamServerError)
 
 
 @dataclass
@@ -85,35 +82,28 @@ async def run_generation(job: Job, result: Result, lease: Lease, deps: WorkerDep
     result.usage.image_tokens = inputs.image_tokens
     result.usage.estimated_input_tokens = text_tokens + inputs.image_tokens
     key = LimitKey(model=canonical_model(job.model), account=deps.account)
+    # DALL·E bills no tokens; the limiter takes at least one (its TPM is nominal).
+    tokens = max(1, text_tokens + inputs.image_tokens + out_tokens)
+    ask = Ask(key, tokens, out_tokens, opts.model, images=opts.n)
 
-    async def before_call() -> None:
-        # As for vision calls: the fencing check and the attempt count in one step, right
-        # before the paid call (a worker whose lease lapsed stops here).
-        result.attempts += 1
-        try:
-            await write_running(deps, lease, result)
-        except BaseException:
-            result.attempts -= 1
-            raise
+    def spend(a: _Answer) -> Spend:
+        usage = a.response.usage
+        return Spend(
+            usage.input_tokens if usage else 1,
+            usage.output_tokens if usage else 0,
+            a.latency_seconds,
+        )
 
+    before_call = fenced_before_call(deps, lease, result)
     while True:
         try:
-            answer = await _attempt(job, deps, key, inputs, text_tokens, out_tokens, before_call)
-        except errors.CapacityWaitTimeoutError:
-            raise  # no call was made: not an attempt
+            answer = await call_step(
+                job, deps, ask, before_call, lambda: _call(job, deps, key, inputs), spend
+            )
         except errors.ImgqError as exc:
-            deps.metrics.api_requests_total.labels(
-                model=opts.model, api=API_LABEL, outcome=exc.code
-            ).inc()
-            if isinstance(exc, errors.RateLimitedError):
-                deps.metrics.rate_limited_total.labels(model=opts.model).inc()
-                await deps.limiter.cooldown(key, exc.retry_after or 1.0)
-            delay = retry_delay(exc, result.attempts, max_attempts=deps.settings.max_attempts)
-            if delay is None:
-                raise
-            deps.metrics.retries_total.labels(model=opts.model, code=exc.code).inc()
-            log.info("job %s: %s, retry in %.2fs", job.job_id, exc.code, delay)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(
+                await on_call_error(job, deps, ask, API_LABEL, exc, result.attempts)
+            )
             continue
         deps.metrics.api_requests_total.labels(model=opts.model, api=API_LABEL, outcome="ok").inc()
         return await _succeeded(job, result, answer, deps)
@@ -133,55 +123,6 @@ async def _load_inputs(job: Job, spec: GenerationSpec, deps: WorkerDeps) -> _Inp
     if image_model(spec.options.model).billing == "tokens":
         tokens = sum(input_image_tokens(s.width, s.height) for s in seen)
     return _Inputs(images, mask, tokens)
-
-
-async def _attempt(
-    job: Job,
-    deps: WorkerDeps,
-    key: LimitKey,
-    inputs: _Inputs,
-    text_tokens: int,
-    out_tokens: int,
-    before_call: Callable[[], Awaitable[None]],
-) -> _Answer:
-    """One call: a local slot, fleet capacity (tokens and images), the API; settle or release."""
-    opts = (job.generation or GenerationSpec()).options
-    m = deps.metrics
-    async with deps.concurrency.slot(job.priority):
-        waited = time.perf_counter()
-        async with deps.drain.capacity_wait():
-            reservation: Reservation = await deps.limiter.acquire(
-                key,
-                # DALL·E bills no tokens; the limiter takes at least one (its TPM is nominal).
-                max(1, text_tokens + inputs.image_tokens + out_tokens),
-                priority=job.priority,
-                timeout=deps.settings.capacity_wait_seconds,
-                max_output_tokens=out_tokens,
-                images=opts.n,
-            )
-        m.limiter_wait_seconds.labels(model=opts.model, priority=job.priority).observe(
-            time.perf_counter() - waited
-        )
-        try:
-            await before_call()
-        except BaseException:
-            await deps.limiter.release(reservation, counted=False)  # no call was made
-            raise
-        m.in_flight_requests.labels(model=opts.model).inc()
-        try:
-            answer = await _call(job, deps, key, inputs)
-        except errors.ImgqError as exc:
-            await deps.limiter.release(reservation, counted=isinstance(exc, _COUNTED))
-            raise
-        finally:
-            m.in_flight_requests.labels(model=opts.model).dec()
-    usage = answer.response.usage
-    await deps.limiter.settle(
-        reservation,
-        prompt_tokens=usage.input_tokens if usage else 1,
-        completion_tokens=usage.output_tokens if usage else 0,
-    )
-    return answer
 
 
 def _params(job: Job) -> dict[str, Any]:

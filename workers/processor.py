@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from shared import dlq, errors
@@ -27,24 +27,25 @@ from shared.prompt_guard import check_prompt
 from shared.storage import wait_result
 from shared.text_tokens import prompt_tokens
 from workers import batch_route, dedup, webhooks
-from workers.commit import STORAGE_ERRORS, write_final, write_running
+from workers.call_step import (
+    Ask,
+    Spend,
+    StorageDown,
+    call_step,
+    fenced_before_call,
+    limiter_best_effort,
+    on_call_error,
+)
+from workers.commit import STORAGE_ERRORS, write_final
 from workers.deps import WorkerDeps
 from workers.generate import run_generation
 from workers.images_step import prepare_job_images
 from workers.locks import Lease, LeaseLostError
-from workers.openai_call import ApiOutcome, HeadersHook, call_openai, parse_structured_output
-from workers.retry import retry_delay
+from workers.openai_call import ApiOutcome, call_openai, parse_structured_output
 
 log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 1.0
-ACQUIRE_GRACE_SECONDS = 5.0
-# Errors after which the API did admit (and count) the request; the others are handed back.
-_COUNTED = (errors.UpstreamTimeoutError, errors.UpstreamServerError)
 T = TypeVar("T")
-
-
-class StorageDown(Exception):
-    """Redis/S3 failed before a call (kept apart from the API's retryable errors)."""
 
 
 class DeliveryError(Exception):
@@ -239,12 +240,13 @@ async def _call_with_retries(
     estimate: int,
     deps: WorkerDeps,
 ) -> Result:
-    settings, m = deps.settings, deps.metrics
+    m = deps.metrics
     key = LimitKey(model=canonical_model(job.model), account=deps.account)
+    ask = Ask(key, estimate + job.max_output_tokens, job.max_output_tokens, job.model)
     parts = [(p.data_url(), p.detail) for p in images]  # detail may drop to low for a budget
 
     async def observe(headers: Mapping[str, str]) -> None:
-        with _limiter_best_effort(job):
+        with limiter_best_effort(job):
             await deps.limiter.observe_headers(key, headers)
         seen = parse_ratelimit_headers(headers)
         m.set_ratelimit_remaining(
@@ -255,134 +257,32 @@ async def _call_with_retries(
         if seen.limit_requests is not None:
             m.limit_requests_per_minute.labels(model=job.model).set(seen.limit_requests)
 
-    async def before_call() -> None:
-        # The fencing check and the attempt count in one step, right before the paid call:
-        # a worker whose lease lapsed (paused, partitioned) stops here. Attempts survive a crash.
-        result.attempts += 1
-        try:
-            await write_running(deps, lease, result)
-        except BaseException as exc:
-            result.attempts -= 1
-            if isinstance(exc, STORAGE_ERRORS):  # not an API failure: hand the delivery back
-                raise StorageDown(str(exc)) from exc
-            raise
+    def call() -> Awaitable[ApiOutcome]:
+        return call_openai(
+            deps.client,
+            api=job.api,
+            model=job.model,
+            prompt=job.prompt,
+            images=parts,
+            max_output_tokens=job.max_output_tokens,
+            json_schema=job.json_schema,
+            timeout=deps.settings.request_timeout_seconds,
+            on_headers=observe,
+        )
 
+    def spend(o: ApiOutcome) -> Spend:
+        return Spend(o.prompt_tokens, o.completion_tokens, o.latency_seconds)
+
+    before_call = fenced_before_call(deps, lease, result)
     while True:
         try:
-            outcome = await _attempt(job, deps, key, parts, estimate, observe, before_call)
+            outcome = await call_step(job, deps, ask, before_call, call, spend)
         except errors.ImgqError as exc:
-            if isinstance(exc, errors.CapacityWaitTimeoutError | errors.StorageUnavailableError):
-                raise  # no call was made: not an attempt, and not the API's failure
-            m.api_requests_total.labels(model=job.model, api=job.api, outcome=exc.code).inc()
-            if isinstance(exc, errors.RateLimitedError):
-                m.rate_limited_total.labels(model=job.model).inc()
-                await deps.limiter.cooldown(key, exc.retry_after or 1.0)
-                m.set_cooldown_until(job.model, time.time() + (exc.retry_after or 1.0))
-            if isinstance(exc, errors.RateLimitedError | errors.UpstreamTimeoutError):
-                deps.concurrency.on_overload()
-                m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
-            delay = retry_delay(exc, result.attempts, max_attempts=settings.max_attempts)
-            if delay is None:
-                raise
-            m.retries_total.labels(model=job.model, code=exc.code).inc()
-            log.info("job %s: %s, retry in %.2fs", job.job_id, exc.code, delay)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(await on_call_error(job, deps, ask, job.api, exc, result.attempts))
             continue
         m.api_requests_total.labels(model=job.model, api=job.api, outcome="ok").inc()
         m.api_latency_seconds.labels(model=job.model, api=job.api).observe(outcome.latency_seconds)
         return await _succeeded(job, result, outcome, deps)
-
-
-async def _attempt(
-    job: Job,
-    deps: WorkerDeps,
-    key: LimitKey,
-    parts: Sequence[tuple[str, str]],
-    estimate: int,
-    observe: HeadersHook,
-    before_call: Callable[[], Awaitable[None]],
-) -> ApiOutcome:
-    """One call: a local slot, fleet capacity, the fencing check, the API; settle or release."""
-    m = deps.metrics
-    # Slot before reservation: tokens reserved while queueing locally would sit idle in the
-    # window and be counted earlier than the API counts them.
-    async with deps.concurrency.slot(job.priority):
-        waited = time.perf_counter()
-        async with deps.drain.capacity_wait():
-            reservation = await _acquire_capacity(job, deps, key, estimate)
-        m.limiter_wait_seconds.labels(model=job.model, priority=job.priority).observe(
-            time.perf_counter() - waited
-        )
-        try:
-            await before_call()
-        except BaseException:
-            await deps.limiter.release(reservation, counted=False)  # no call was made
-            raise
-        m.in_flight_requests.labels(model=job.model).inc()
-        try:
-            outcome = await call_openai(
-                deps.client,
-                api=job.api,
-                model=job.model,
-                prompt=job.prompt,
-                images=parts,
-                max_output_tokens=job.max_output_tokens,
-                json_schema=job.json_schema,
-                timeout=deps.settings.request_timeout_seconds,
-                on_headers=observe,
-            )
-        except errors.ImgqError as exc:
-            with _limiter_best_effort(job):
-                await deps.limiter.release(reservation, counted=isinstance(exc, _COUNTED))
-            raise
-        finally:
-            m.in_flight_requests.labels(model=job.model).dec()
-    with _limiter_best_effort(job):  # the answer is paid for: never lose it to a limiter write
-        await deps.limiter.settle(
-            reservation,
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-        )
-    deps.concurrency.on_success(outcome.latency_seconds, capacity_wait_s=reservation.waited_s)
-    m.concurrency_limit.labels(model=job.model).set(deps.concurrency.limit)
-    return outcome
-
-
-async def _acquire_capacity(job: Job, deps: WorkerDeps, key: LimitKey, estimate: int) -> Any:
-    """Fleet capacity for one call; while Redis is unreachable, wait for it (within the capacity
-    wait) rather than spin: a Redis restart holds jobs, it does not fail or bounce them."""
-    deadline = time.monotonic() + deps.settings.capacity_wait_seconds
-    delay = 0.25
-    while True:
-        left = max(0.1, deadline - time.monotonic())
-        try:
-            # Bounded here too: a limiter that lost Redis mid-wait must not hold the job forever.
-            return await asyncio.wait_for(
-                deps.limiter.acquire(
-                    key,
-                    estimate + job.max_output_tokens,
-                    priority=job.priority,
-                    timeout=left,
-                    max_output_tokens=job.max_output_tokens,
-                    tenant=job.tenant,  # issue 11: weighted fair share between tenants
-                ),
-                timeout=left + ACQUIRE_GRACE_SECONDS,
-            )
-        except TimeoutError as exc:
-            raise errors.CapacityWaitTimeoutError("no limiter answer in time") from exc
-        except STORAGE_ERRORS as exc:
-            if time.monotonic() + delay > deadline:
-                raise errors.CapacityWaitTimeoutError(f"limiter unreachable: {exc}") from exc
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-@contextlib.contextmanager
-def _limiter_best_effort(job: Job) -> Iterator[None]:
-    try:
-        yield
-    except STORAGE_ERRORS as exc:
-        log.warning("job %s: limiter bookkeeping skipped (%s)", job.job_id, exc)
 
 
 async def _succeeded(job: Job, result: Result, outcome: ApiOutcome, deps: WorkerDeps) -> Result:
