@@ -84,8 +84,13 @@ async def call_step(
     before_call: Callable[[], Awaitable[None]],
     call: Callable[[], Awaitable[T]],
     spend: Callable[[T], Spend],
+    failed_headers: Callable[[], Mapping[str, str] | None] = lambda: None,
 ) -> T:
-    """One call: a local slot, fleet capacity, the fencing check, the API; settle or release."""
+    """One call: a local slot, fleet capacity, the fencing check, the API; settle or release.
+
+    The answer's rate-limit headers ride on the settle (``Spend.headers``) or, for a failed
+    call, on the release (``failed_headers()``): one limiter round trip per call, not two.
+    """
     m = deps.metrics
     # Slot before reservation: tokens reserved while queueing locally would sit idle in the
     # bucket and be counted earlier than the API counts them.
@@ -106,7 +111,9 @@ async def call_step(
             answer = await call()
         except errors.ImgqError as exc:
             with limiter_best_effort(job):
-                await deps.limiter.release(reservation, counted=isinstance(exc, COUNTED))
+                await deps.limiter.release(
+                    reservation, counted=isinstance(exc, COUNTED), headers=failed_headers()
+                )
             raise
         finally:
             m.in_flight_requests.labels(model=ask.model_label).dec()

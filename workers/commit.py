@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from shared.errors import StorageUnavailableError
 from shared.jobs import Result
 from shared.storage import RedisResultStore
+from shared.storage.redis_store import RedisJobEvents
 from workers.deps import WorkerDeps
 from workers.locks import Lease, LeaseLostError
 
@@ -42,23 +43,37 @@ async def dump_json(result: Result, deps: WorkerDeps) -> str:
     return await loop.run_in_executor(deps.executor, result.model_dump_json)
 
 
-async def commit_once(deps: WorkerDeps, lease: Lease, result: Result) -> int:
-    """One fenced write of ``result``: 1 (as holder), 2 (success without the lease), 0 (refused)."""
+async def commit_once(
+    deps: WorkerDeps, lease: Lease, result: Result, *, finish: bool = False
+) -> int:
+    """One fenced write of ``result``: 1 (as holder), 2 (success without the lease), 0 (refused).
+
+    ``finish``: the final write also publishes the job's event and gives the lease back, in the
+    same script (with the Redis event channel; otherwise the event is published after it).
+    """
     store = deps.results
     payload = await dump_json(result, deps)
+    event = None
+    if finish and isinstance(deps.events, RedisJobEvents) and isinstance(store, RedisResultStore):
+        event = (deps.events.channel, deps.events.message(result.job_id, result.status))
     if isinstance(store, RedisResultStore):
-        return await deps.locks.commit(
+        code = await deps.locks.commit(
             lease,
             result.status,
             result_key=store.key(result.job_id),
             result_json=payload,
             result_ttl=store.ttl_seconds,
+            event=event,
+            release=finish,
         )
-    code = await deps.locks.commit(lease, result.status, dry_run=True)
-    if code == 0:
-        return 0
-    await store.put(result, force=True)
-    return await deps.locks.commit(lease, result.status)
+    else:  # the object store cannot join the script: the lease is released by the caller
+        code = await deps.locks.commit(lease, result.status, dry_run=True)
+        if code != 0:
+            await store.put(result, force=True)
+            code = await deps.locks.commit(lease, result.status)
+    if finish and event is None:
+        await deps.events.publish(result.job_id, result.status)
+    return code
 
 
 async def write_running(deps: WorkerDeps, lease: Lease, result: Result) -> None:
@@ -68,13 +83,19 @@ async def write_running(deps: WorkerDeps, lease: Lease, result: Result) -> None:
         raise LeaseLostError(f"job {lease.job_id}: lease lost before the call")
 
 
-async def write_final(deps: WorkerDeps, lease: Lease, result: Result) -> int:
-    """Store a terminal result, retrying while Redis/S3 are unavailable; the commit code."""
+async def write_final(
+    deps: WorkerDeps, lease: Lease, result: Result, *, finish: bool = False
+) -> int:
+    """Store a terminal result, retrying while Redis/S3 are unavailable; the commit code.
+
+    ``finish``: also publish the job's event and give the lease back (one script with the
+    Redis stores: one round trip instead of three).
+    """
     deadline = time.monotonic() + deps.settings.result_write_retry_seconds
     delay = FIRST_RETRY_SECONDS
     while True:
         try:
-            code = await commit_once(deps, lease, result)
+            code = await commit_once(deps, lease, result, finish=finish)
         except STORAGE_ERRORS as exc:
             if time.monotonic() + delay > deadline:
                 raise

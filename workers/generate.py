@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,7 @@ class _Inputs:
 class _Answer:
     response: ImagesResponse
     latency_seconds: float
+    headers: Mapping[str, str]  # read by the limiter's settle (one round trip)
 
 
 async def run_generation(job: Job, result: Result, lease: Lease, deps: WorkerDeps) -> Result:
@@ -92,6 +94,7 @@ async def run_generation(job: Job, result: Result, lease: Lease, deps: WorkerDep
             usage.input_tokens if usage else 1,
             usage.output_tokens if usage else 0,
             a.latency_seconds,
+            a.headers,
         )
 
     before_call = fenced_before_call(deps, lease, result)
@@ -154,8 +157,7 @@ async def _call(job: Job, deps: WorkerDeps, key: LimitKey, inputs: _Inputs) -> _
                 options={"timeout": timeout},
             )
             response = images_response(await http.aread())
-            await deps.limiter.observe_headers(key, http.headers)
-            return _Answer(response, time.perf_counter() - started)
+            return _Answer(response, time.perf_counter() - started, http.headers)
         if job.kind == "edit":
             files = [_filename(i, data) for i, data in enumerate(inputs.images)]
             extra: dict[str, Any] = {}
@@ -176,8 +178,7 @@ async def _call(job: Job, deps: WorkerDeps, key: LimitKey, inputs: _Inputs) -> _
         raise errors.UpstreamTimeoutError(f"no answer within {timeout:g}s") from None
     except (openai.APIConnectionError, httpx2.TransportError) as exc:
         raise errors.UpstreamConnectionError(f"connection to the API failed: {exc}") from None
-    await deps.limiter.observe_headers(key, raw.headers)
-    return _Answer(response, time.perf_counter() - started)
+    return _Answer(response, time.perf_counter() - started, raw.headers)
 
 
 def _status_error(exc: openai.APIStatusError) -> errors.ImgqError:

@@ -59,6 +59,7 @@ class Lease:
     now: float  # Redis time (unix s) when it was taken
     expires_at: float | None  # the job's deadline, if it has one
     lost: bool = False
+    released: bool = False  # given back (by a final commit): nothing left to release
 
 
 async def delete_if_owner(client: aioredis.Redis, key: str, owner: str) -> bool:
@@ -134,6 +135,8 @@ class JobLocks:
         result_json: str = "",
         result_ttl: int = 0,
         dry_run: bool = False,
+        event: tuple[str, str] | None = None,
+        release: bool = False,
     ) -> int:
         """Write ``status`` (and the result, when ``result_key`` is given) under the fencing rules.
 
@@ -142,13 +145,25 @@ class JobLocks:
         """
         keys = [*_keys(lease.job_id), result_key or state_key(lease.job_id)]
         flag = "1" if dry_run else "0"
+        channel, message = event or ("", "")
         args: list[str | int] = [
-            lease.holder, status, result_json, result_ttl, lease.job_id, self._state_ttl, flag
+            lease.holder, status, result_json, result_ttl, lease.job_id, self._state_ttl, flag,
+            channel, message, "1" if release and not dry_run else "0",
         ]  # fmt: skip
-        return int(await self._commit(keys=keys, args=args))
+        code = int(await self._commit(keys=keys, args=args))
+        if release and not dry_run:
+            self._forget(lease)
+        return code
+
+    def _forget(self, lease: Lease) -> None:
+        lease.released = True
+        if self._held.get(lease.job_id) is lease:
+            del self._held[lease.job_id]
 
     async def release(self, lease: Lease, *, uncount: bool = False) -> None:
         """Give the lease back; ``uncount``: this delivery does not count against the job."""
+        if lease.released:
+            return
         if self._held.get(lease.job_id) is lease:
             del self._held[lease.job_id]
         with contextlib.suppress(RedisError, OSError):

@@ -33,7 +33,6 @@ from workers.call_step import (
     StorageDown,
     call_step,
     fenced_before_call,
-    limiter_best_effort,
     on_call_error,
 )
 from workers.commit import STORAGE_ERRORS, write_final
@@ -142,8 +141,7 @@ async def _process_leased(job: Job, lease: Lease, deps: WorkerDeps) -> Result:
         log.exception("job %s: unexpected error", job.job_id)
         result = _failed(result, errors.ImgqError(f"internal error: {type(exc).__name__}"))
     result.timings.finished_at = time.time()
-    await write_final(deps, lease, result)
-    await deps.events.publish(job.job_id, result.status)
+    await write_final(deps, lease, result, finish=True)  # the event and the release too
     await settle_job(deps.redis, job, result)  # issue 11: the tenant's budget, with the bill
     await webhooks.schedule(deps, job, result)  # issue 11: the job's callback_url, if any
     _record_finish(job, result, deps)
@@ -162,12 +160,11 @@ async def _finish_dead(job: Job, lease: Lease, exc: errors.ImgqError, deps: Work
     result = _failed(result, exc)
     result.model = job.model
     result.timings.finished_at = time.time()
-    await write_final(deps, lease, result)
+    await write_final(deps, lease, result, finish=True)  # the event and the release too
     await dlq.add(deps.redis, job.job_id)
     await settle_job(deps.redis, job, result)  # issue 11: no call paid: the estimate back
     await webhooks.schedule(deps, job, result)
     deps.metrics.job_failures_total.labels(model=job.model, code=exc.code).inc()
-    await deps.events.publish(job.job_id, result.status)
     log.warning("job %s: %s, dead-lettered", job.job_id, exc.code)
     return result
 
@@ -245,9 +242,11 @@ async def _call_with_retries(
     ask = Ask(key, estimate + job.max_output_tokens, job.max_output_tokens, job.model)
     parts = [(p.data_url(), p.detail) for p in images]  # detail may drop to low for a budget
 
+    seen_headers: list[Mapping[str, str] | None] = [None]
+
     async def observe(headers: Mapping[str, str]) -> None:
-        with limiter_best_effort(job):
-            await deps.limiter.observe_headers(key, headers)
+        # The limiter reads them with the settle or release (one round trip, not two).
+        seen_headers[0] = headers
         seen = parse_ratelimit_headers(headers)
         m.set_ratelimit_remaining(
             job.model, tokens=seen.remaining_tokens, requests=seen.remaining_requests
@@ -257,7 +256,7 @@ async def _call_with_retries(
         if seen.limit_requests is not None:
             m.limit_requests_per_minute.labels(model=job.model).set(seen.limit_requests)
 
-    def call() -> Awaitable[ApiOutcome]:
+    def _call() -> Awaitable[ApiOutcome]:
         return call_openai(
             deps.client,
             api=job.api,
@@ -270,13 +269,19 @@ async def _call_with_retries(
             on_headers=observe,
         )
 
+    def call() -> Awaitable[ApiOutcome]:
+        seen_headers[0] = None
+        return _call()
+
     def spend(o: ApiOutcome) -> Spend:
-        return Spend(o.prompt_tokens, o.completion_tokens, o.latency_seconds)
+        return Spend(o.prompt_tokens, o.completion_tokens, o.latency_seconds, o.headers)
 
     before_call = fenced_before_call(deps, lease, result)
     while True:
         try:
-            outcome = await call_step(job, deps, ask, before_call, call, spend)
+            outcome = await call_step(
+                job, deps, ask, before_call, call, spend, lambda: seen_headers[0]
+            )
         except errors.ImgqError as exc:
             await asyncio.sleep(await on_call_error(job, deps, ask, job.api, exc, result.attempts))
             continue

@@ -126,11 +126,15 @@ class RedisJobEvents:
     def __init__(self, client: aioredis.Redis, channel: str = EVENTS_CHANNEL) -> None:
         self._r = client
         self._channel = channel
+        self.channel = channel  # workers publish inside their final write's script
+
+    def message(self, job_id: str, status: str) -> str:
+        return f"{job_id} {status}"
 
     async def publish(self, job_id: str, status: str) -> None:
         # Best effort: waiters also re-check the store periodically.
         with contextlib.suppress(RedisError):
-            await self._r.publish(self._channel, f"{job_id} {status}")
+            await self._r.publish(self._channel, self.message(job_id, status))
 
     async def subscribe(self) -> AsyncIterator[tuple[str, str]]:
         """Events as they come; heartbeats ``("", "")`` every second, also while Redis is
