@@ -15,13 +15,16 @@ import contextvars
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from redis.asyncio.connection import AbstractConnection
 
 from producer.client import AsyncClient
 from shared.jobstate import load_spec
 from shared.settings import Settings
+from shared.storage.redis_store import EVENTS_CHANNEL
 from tests.conftest import Sim
 from tests.pipeline.conftest import make_image
+from workers.locks import LOCK_PREFIX
 from workers.processor import process_job
 from workers.runtime import WorkerRuntime
 
@@ -30,7 +33,9 @@ TARGET = 8
 
 
 def _settings(redis_url: str, sim: Sim) -> Settings:
-    return Settings(redis_url=redis_url, openai_base_url=sim.base_url, openai_api_key="sk-test")
+    return Settings(
+        redis_url=redis_url, openai_base_url=sim.base_url, openai_api_key=SecretStr("sk-test")
+    )
 
 
 async def _submit(settings: Settings, seed: int) -> str:
@@ -59,10 +64,20 @@ def test_round_trips_per_successful_vision_job(
         async def run(seed: int) -> tuple[str, list[str]]:
             job = await load_spec(deps.redis, await _submit(settings, seed))
             assert job is not None
+            events = deps.redis.pubsub(ignore_subscribe_messages=True)
+            await events.subscribe(EVENTS_CHANNEL)
             sends: list[str] = []
             _COUNT.set(sends)
             result = await process_job(job, deps)
             _COUNT.set(None)
+            # The merged final step still gives the lease back and publishes the event.
+            assert await deps.redis.exists(LOCK_PREFIX + job.job_id) == 0
+            assert job.job_id not in deps.locks.held
+            msgs = [await events.get_message(timeout=1) for _ in range(3)]  # the first: the ack
+            assert {"data": f"{job.job_id} succeeded".encode()}.items() <= next(
+                m for m in msgs if m is not None
+            ).items()
+            await events.aclose()  # type: ignore[no-untyped-call]
             return result.status, sends
 
         assert runtime.run(run(1), timeout=60)[0] == "succeeded"  # warm-up
