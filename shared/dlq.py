@@ -15,11 +15,17 @@ from typing import Any
 import redis.asyncio as aioredis
 
 DLQ_KEY = "imgq:dlq"
+# Bounded like every imgq key: past this many entries the oldest go first (their job state and
+# result expire on their own TTLs anyway, so a very old entry could not be retried).
+MAX_ENTRIES = 100_000
 
 
-async def add(r: aioredis.Redis, job_id: str) -> None:
+async def add(r: aioredis.Redis, job_id: str, *, max_entries: int = MAX_ENTRIES) -> None:
     now = await r.time()
-    await r.zadd(DLQ_KEY, {job_id: int(now[0]) + int(now[1]) / 1e6})
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zadd(DLQ_KEY, {job_id: int(now[0]) + int(now[1]) / 1e6})
+        pipe.zremrangebyrank(DLQ_KEY, 0, -(max_entries + 1))
+        await pipe.execute()
 
 
 async def entries(r: aioredis.Redis, *, limit: int = 100) -> list[tuple[str, float]]:
