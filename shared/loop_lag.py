@@ -20,9 +20,10 @@ True
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
+
+from shared.loop_thread import cancel_task
 
 INTERVAL_SECONDS = 0.25
 
@@ -50,8 +51,5 @@ class LoopLagMonitor:
             self._observe(self.last_lag)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None

@@ -95,3 +95,12 @@ class LoopThread:
         thread.join(timeout)
         if not thread.is_alive():
             loop.close()
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a background task (if any) and wait until it has stopped."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

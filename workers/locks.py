@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from shared.broker import HEARTBEAT_SECONDS, LEASE_SECONDS
 from shared.jobstate import OPEN_JOBS, state_key
+from shared.loop_thread import cancel_task
 from shared.lua import load_lua
 
 LOCK_PREFIX = "imgq:lock:"
@@ -222,8 +223,5 @@ class Heartbeat:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None

@@ -20,7 +20,6 @@ that costs a lease check, never a call): set the bound above the deepest backlog
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -34,6 +33,7 @@ from shared import dlq, errors
 from shared.budget import settle_job
 from shared.jobs import ErrorInfo, Result
 from shared.jobstate import OPEN_JOBS, load_spec, send_job, state_key
+from shared.loop_thread import cancel_task
 from shared.lua import load_lua
 from workers import webhooks
 from workers.commit import write_final
@@ -62,11 +62,8 @@ class Reconciler:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="imgq-reconcile")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     async def is_leader(self) -> bool:
         ttl_ms = int(self._interval * 3000)
