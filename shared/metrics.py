@@ -96,13 +96,32 @@ class LabelGuard:
         return OTHER
 
 
+_MEMO_MAX = 4096  # resolved label sets remembered per metric
+
+
 class _Guarded:
     """Mixin: `.labels()` runs values through the owning `Metrics`' guard (children have none)."""
 
     _imgq_guard: LabelGuard | None = None
     _labelnames: tuple[str, ...]
 
+    _imgq_children: dict[tuple[Any, ...], Self] | None = None
+
     def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
+        # A job touches ~20 labelled series: resolve each (values -> guarded child) once. The memo
+        # is bounded; past it, lookups take the full path (the guard still caps the values).
+        memo = self._imgq_children
+        if memo is None:
+            memo = self._imgq_children = {}
+        key = (*labelvalues, *labelkwargs.items())
+        child = memo.get(key)
+        if child is None:
+            child = self._guarded_labels(*labelvalues, **labelkwargs)
+            if len(memo) < _MEMO_MAX:
+                memo[key] = child
+        return child
+
+    def _guarded_labels(self, *labelvalues: Any, **labelkwargs: Any) -> Self:
         guard = self._imgq_guard
         if guard is not None:
             if labelkwargs:

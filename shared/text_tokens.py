@@ -79,11 +79,26 @@ def encoding(name: str = ENCODING) -> tiktoken.Encoding:
         return tiktoken.get_encoding(name)
 
 
+# Jobs of one producer mostly share their prompt: remember the counts of short texts (bounded:
+# at most _CACHED x _CACHE_MAX_CHARS characters held) instead of re-encoding each job's prompt.
+_CACHE_MAX_CHARS = 4096
+_CACHED = 512
+
+
 def count_tokens(text: str) -> int:
     """Tokens of ``text`` in ``o200k_base`` (special-token strings are counted as plain text)."""
     if not text:
         return 0
+    if len(text) <= _CACHE_MAX_CHARS:
+        return _count_short(text)
+    return _count(text)
+
+
+def _count(text: str) -> int:
     return len(encoding().encode(text, disallowed_special=()))
+
+
+_count_short = functools.lru_cache(maxsize=_CACHED)(_count)
 
 
 def prompt_tokens(
