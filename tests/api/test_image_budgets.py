@@ -74,8 +74,7 @@ def test_a_budget_running_out_fails_the_rest_with_no_call(api_stack: ApiStack) -
     c = api_stack.client("img-runs-out")
     calls = api_stack.sim.stats()["admitted_requests"]
     docs = [
-        c.post("/v1/images/generations", json={**KITE, "job_id": f"k-{i}"}).json()
-        for i in range(4)
+        c.post("/v1/images/generations", json={**KITE, "job_id": f"k-{i}"}).json() for i in range(4)
     ]
     assert [d["status"] for d in docs] == ["queued", "queued", "failed", "failed"], docs
     for doc in docs[2:]:
