@@ -10,22 +10,35 @@
 Both POSTs answer 202 with the job's result document (``failed`` with its code when refused at
 submit: options the model does not take, a bad mask), 200 when ``job_id`` already exists. Bodies
 are bounded in size and time like ``POST /v1/jobs``.
+
+Keys with quotas or a budget (issue 11), in this order, before anything is stored or enqueued:
+the key's models and priorities (``quota_exceeded``; ``max_output_tokens`` caps text answers and
+does not apply here), then the call's upper cost (``shared.budget.estimate_generation_usd``) is
+reserved (``budget_exceeded``). A job the client then refuses gets it back at once; the worker
+settles the rest with the bill, a cancel (``DELETE /v1/jobs/{id}``) refunds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from typing import Any
 
 from aiohttp import web
 
 from producer.api_body import form_parts, form_text
+from producer.api_edge import API_KEY
+from producer.api_jobs import DEPS
 from producer.api_scope import scoped_fields
-from producer.client import AsyncClient
+from producer.api_submit import ApiDeps, check_quota, record_refused
+from producer.client import AsyncClient, SubmitRequest
 from producer.generation_jobs import split_options
+from shared import errors
+from shared.budget import estimate_generation_usd
 from shared.errors import ImgqError, StorageUnavailableError
-from shared.generation import Kind
+from shared.generation import GenerationOptions, Kind, check_options
+from shared.tenants import ApiKey
 
 _JOB_FIELDS = ("prompt", "metadata", "priority", "job_id", "tenant")
 _INT_FIELDS = ("n", "output_compression")
@@ -71,25 +84,95 @@ async def _read_edit(
     return _fields(fields, form=True), images, mask
 
 
+def _sizes(images: list[bytes]) -> list[tuple[int, int] | None]:
+    """Each edit input's size from its header (None: unreadable; the client refuses it)."""
+    from PIL import Image
+
+    sizes: list[tuple[int, int] | None] = []
+    for data in images:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                sizes.append(img.size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            sizes.append(None)
+    return sizes
+
+
+async def _reserve(
+    deps: ApiDeps,
+    key: ApiKey | None,
+    job_id: str,
+    prompt: str,
+    opts: GenerationOptions,
+    images: list[bytes],
+    priority: str,
+    edit: bool,
+) -> bool:
+    """The key's quotas, then its budget: True when the call's upper cost was reserved.
+    Raises QuotaExceededError / BudgetExceededError (nothing reserved)."""
+    if key is None:
+        return False
+    check_quota(key, opts.model, 1, priority)  # 1: an image call has no text output to cap
+    if key.policy.budget_usd is None or check_options(opts, prompt=prompt, edit=edit):
+        return False  # no budget; or options the client refuses (invalid_job) before any call
+    sizes = await asyncio.to_thread(_sizes, images) if images else []
+    estimate = estimate_generation_usd(deps.catalogue, opts, prompt, sizes)
+    if estimate is None:  # every image model is priced; an operator's catalogue may not be
+        raise errors.QuotaExceededError(
+            f"model {opts.model!r} has no price: a budget cannot cover it"
+        )
+    got = await deps.budgets.reserve(key, job_id, estimate)
+    if not got.ok:
+        raise errors.BudgetExceededError(
+            f"this API key's {key.policy.budget_period} budget of ${got.limit_usd:.2f} is spent "
+            f"(${got.spent_usd:.4f} used or reserved; this job needs up to ${estimate:.4f})"
+        )
+    return True
+
+
 async def _submit(
-    client: AsyncClient, kind: Kind, fields: dict[str, Any], images: list[bytes], mask: bytes | None
+    request: web.Request,
+    client: AsyncClient,
+    kind: Kind,
+    fields: dict[str, Any],
+    images: list[bytes],
+    mask: bytes | None,
 ) -> web.Response:
+    deps = request.app[DEPS]
     job = {k: fields.pop(k) for k in _JOB_FIELDS if k in fields}
     opts, unknown = split_options(fields)
     if unknown:
         return _bad(f"unknown field(s): {', '.join(sorted(unknown))}")
     prompt = job.pop("prompt")
+    job_id = job["job_id"]  # scoped_fields always sets one
+    reserved = False
     try:
-        existing = await client.get(job["job_id"]) if job.get("job_id") else None
+        existing = await client.get(job_id)
         if existing is not None:
             return web.json_response(existing.model_dump(mode="json"), status=200)
+        try:
+            priority = str(job.get("priority") or "interactive")
+            edit = kind == "edit"
+            reserved = await _reserve(
+                deps, request.get(API_KEY), job_id, prompt, opts, images, priority, edit
+            )
+        except (errors.QuotaExceededError, errors.BudgetExceededError) as exc:
+            req = SubmitRequest(images=[], prompt=prompt, model=opts.model)
+            failed = await record_refused(deps, req, job_id, exc)
+            return web.json_response(failed.model_dump(mode="json"), status=202)
         if kind == "edit":
-            job_id = await client.edit(images, prompt, mask=mask, **opts.api_params(), **job)
+            await client.edit(images, prompt, mask=mask, **opts.api_params(), **job)
         else:
-            job_id = await client.generate(prompt, **opts.api_params(), **job)
+            await client.generate(prompt, **opts.api_params(), **job)
         result = await client.get(job_id)
     except StorageUnavailableError as exc:
+        if reserved:
+            await deps.budgets.release(job_id)
         return _bad(exc.message, exc.code, status=503)
+    # Refused by the client's checks: never sent, no call (a worker's failure settles itself).
+    refused = result is not None and result.status == "failed" and not result.timings.started_at
+    if reserved and refused:
+        await deps.budgets.release(job_id)
     doc = result.model_dump(mode="json") if result else {"job_id": job_id, "status": "queued"}
     return web.json_response(doc, status=202)
 
@@ -112,7 +195,7 @@ def add_routes(
             return _bad(str(exc))
         except ImgqError as exc:
             return _bad(exc.message, exc.code)
-        return await _guarded(_submit(client, "generate", fields, [], None))
+        return await _guarded(_submit(request, client, "generate", fields, [], None))
 
     async def edits(request: web.Request) -> web.Response:
         try:
@@ -123,7 +206,7 @@ def add_routes(
             return _bad("the request body did not arrive in time", "request_timeout", 408)
         except (ValueError, TypeError) as exc:
             return _bad(str(exc))
-        return await _guarded(_submit(client, "edit", fields, images, mask))
+        return await _guarded(_submit(request, client, "edit", fields, images, mask))
 
     async def output_image(request: web.Request) -> web.Response:
         job_id, index = request.match_info["job_id"], request.match_info["index"]

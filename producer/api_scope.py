@@ -3,9 +3,8 @@
 The generation handlers call ``scoped_fields`` on what they parsed (the job id goes into the
 caller's namespace and the tenant is set from the key, whatever the body said); this
 middleware scopes ``/v1/jobs/{job_id}/images/{index}``, turns the stored ids in their answers
-back into the caller's and puts new jobs in the tenant's list (``GET /v1/jobs``). Keys with
-quotas or a budget may not generate images: the budget covers vision jobs only, so those keys
-are refused here (403 ``quota_exceeded``).
+back into the caller's and puts new jobs in the tenant's list (``GET /v1/jobs``). A key's
+quotas and budget apply in producer/api_images.py, as for vision jobs.
 """
 
 from __future__ import annotations
@@ -34,14 +33,6 @@ def scoped_fields(request: web.Request, fields: dict[str, Any]) -> dict[str, Any
     return {**fields, "job_id": scope(tenant, job_id or new_job_id()), "tenant": tenant}
 
 
-def _restricted(request: web.Request) -> bool:
-    key = request.get(API_KEY)
-    if key is None:
-        return False
-    p = key.policy
-    return bool(p.models or p.priorities or p.max_output_tokens or p.budget_usd is not None)
-
-
 @web.middleware
 async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     key = request.get(API_KEY)
@@ -54,12 +45,6 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
         request.match_info["job_id"] = scope(tenant, job_id)
     if request.path not in GENERATION_PATHS:
         return await handler(request)
-    if _restricted(request):
-        return error_response(
-            403,
-            "quota_exceeded",
-            "image generation is not enabled for a key with quotas or a budget",
-        )
     resp = await handler(request)
     if not isinstance(resp, web.Response) or resp.status >= 400:
         return resp

@@ -248,6 +248,7 @@ class AsyncClient:
                 settings=s,
                 trusted=self._trusted,
                 responses_model=req.responses_model,
+                tenant=req.tenant,  # issue 11: the budget is settled by tenant jobs only
             )
         model = req.model or s.default_model
         max_output_tokens = req.max_output_tokens or s.default_max_output_tokens

@@ -92,11 +92,13 @@ async def build_generation_job(
     settings: Settings,
     trusted: bool,
     responses_model: str | None = None,
+    tenant: str | None = None,
 ) -> Job:
     """The job to enqueue; raises a typed PermanentError for anything the API would refuse.
 
     ``responses_model``: generate through the Responses API's image_generation tool on that
-    model (one picture per call) instead of the Images API.
+    model (one picture per call) instead of the Images API. ``tenant``: the API key's (issue
+    11): the worker settles the tenant's budget and weighs its fair share by it.
     """
     check_prompt(prompt)
     edit = kind == "edit"
@@ -137,6 +139,7 @@ async def build_generation_job(
             metadata=metadata,
             priority=priority,
             dedup=False,  # each generation is a new picture: never answered from another job
+            tenant=tenant,
         )
     except ValueError as exc:
         raise errors.InvalidJobError(f"invalid job: {exc}") from exc

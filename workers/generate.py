@@ -193,9 +193,8 @@ async def _succeeded(job: Job, result: Result, answer: _Answer, deps: WorkerDeps
     opts = (job.generation or GenerationSpec()).options
     m = deps.metrics
     items = answer.response.data or []
-    if not items:
-        raise errors.UpstreamServerError("the API answered no images")
-    result.images = await store_outputs(items, deps)
+    # Priced before anything else can fail: a job failing after its paid call (no images, an
+    # undecodable one) still carries the bill, and the tenant's budget is settled with it.
     usage = answer.response.usage
     u = result.usage
     if usage is not None:
@@ -216,7 +215,7 @@ async def _succeeded(job: Job, result: Result, answer: _Answer, deps: WorkerDeps
     else:
         result.cost_usd = generation_cost_usd(
             opts.model,
-            n_images=len(result.images),
+            n_images=len(items),
             size=size,
             quality=quality,
             text_tokens=text_tokens,
@@ -224,6 +223,9 @@ async def _succeeded(job: Job, result: Result, answer: _Answer, deps: WorkerDeps
             output_image_tokens=u.output_tokens,
         )
     result.timings.api_seconds += answer.latency_seconds
+    if not items:
+        raise errors.UpstreamServerError("the API answered no images")
+    result.images = await store_outputs(items, deps)
     m.api_latency_seconds.labels(model=opts.model, api=API_LABEL).observe(answer.latency_seconds)
     for kind, n in (("input", u.input_tokens), ("output", u.output_tokens)):
         m.tokens_total.labels(model=opts.model, kind=kind).inc(n)
