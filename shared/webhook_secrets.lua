@@ -1,5 +1,5 @@
 -- A tenant's webhook signing secrets: the current one (made on first use), then the previous ones
--- still inside their grace period (rotation), most recently replaced first.
+-- still inside their grace period (rotation), the longest-valid first.
 -- KEYS[1] current secret, KEYS[2] previous secrets (zset: secret -> valid until, ms, Redis TIME)
 -- ARGV[1] a fresh secret, stored only when the tenant has none yet
 redis.call('SET', KEYS[1], ARGV[1], 'NX')

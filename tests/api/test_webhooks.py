@@ -220,9 +220,10 @@ async def test_rotations_keep_a_bounded_number_of_previous_secrets(redis_url: st
     r = aioredis.from_url(redis_url)
     try:
         first = (await tenant_secrets(r, "t"))[0]
-        news = [(await rotate_secret(r, "t", grace_seconds=3600))[0] for _ in range(6)]
+        # Graces growing by 1 s: each replaced secret ends after the ones replaced before it.
+        news = [(await rotate_secret(r, "t", grace_seconds=3600 + i))[0] for i in range(6)]
         valid = await tenant_secrets(r, "t")
-        assert valid[0] == news[-1]  # current first, then the most recently replaced
+        assert valid[0] == news[-1]  # current first, then the longest-valid (the last replaced)
         assert valid[1:] == news[-2::-1][:MAX_PREVIOUS] and first not in valid
         new, until = await rotate_secret(r, "t", grace_seconds=0)  # no grace: gone at once
         assert until is None and await tenant_secrets(r, "t") == [new, *valid[1:]]
