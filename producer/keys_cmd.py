@@ -7,6 +7,7 @@ imgq_Zb3...        <- shown once: store it now
 $ imgq keys create --tenant acme --json        # {"tenant": "acme", "key": "imgq_...", "id": ...}
 $ imgq keys list                               # id, tenant, policy, created, revoked
 $ imgq keys revoke key_3f2a9c0d11e4            # refused from the next request on
+$ imgq keys set-weight key_3f2a9c0d11e4 2      # fair-share weight; running workers reload it
 $ imgq keys usage                              # spend today / this month per key
 $ imgq keys webhook-secret --tenant acme       # the secret that signs acme's webhooks
 $ imgq keys webhook-secret --tenant acme --rotate --grace 24h   # new one; old also signs 24 h
@@ -213,6 +214,19 @@ def revoke(key_id: str) -> None:
     if record is None:
         raise click.ClickException(f"no key {key_id}")
     click.echo(f"revoked {record.id} (tenant {record.tenant})")
+
+
+@keys.command(name="set-weight")
+@click.argument("key_id")
+@click.argument("weight", type=click.FloatRange(min=0, min_open=True))
+def set_weight(key_id: str, weight: float) -> None:
+    """Give KEY_ID a new fair-share WEIGHT (running workers use it within seconds)."""
+    from shared.tenants import KeyStore
+
+    record = _run(lambda r: KeyStore(r).set_weight(key_id, weight))
+    if record is None:
+        raise click.ClickException(f"no key {key_id}")
+    click.echo(f"{record.id} (tenant {record.tenant}): weight {record.policy.weight:g}")
 
 
 @keys.command()
