@@ -7,8 +7,11 @@ imgq_Zb3...        <- shown once: store it now
 $ imgq keys create --tenant acme --json        # {"tenant": "acme", "key": "imgq_...", "id": ...}
 $ imgq keys list                               # id, tenant, policy, created, revoked
 $ imgq keys revoke key_3f2a9c0d11e4            # refused from the next request on
+$ imgq keys set-weight key_3f2a9c0d11e4 2      # fair-share weight; running workers reload it
 $ imgq keys usage                              # spend today / this month per key
 $ imgq keys webhook-secret --tenant acme       # the secret that signs acme's webhooks
+$ imgq keys webhook-secret --tenant acme --rotate --grace 24h   # new one; old also signs 24 h
+$ imgq keys webhook-secret --tenant acme --revoke-old           # end the grace period now
 """
 
 from __future__ import annotations
@@ -115,15 +118,71 @@ def create(
     click.echo(f"webhook signing secret of tenant {tenant}: {whsec.decode()}", err=True)
 
 
+MAX_GRACE_SECONDS = 30 * 24 * 3600.0
+
+
+def _grace(value: str) -> float:
+    from shared.limiter.headers import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give e.g. 24h, 30m, 90s", param_hint="--grace"
+        ) from None
+    if seconds > MAX_GRACE_SECONDS:
+        raise click.BadParameter("at most 720h (30 days)", param_hint="--grace")
+    return seconds
+
+
 @keys.command(name="webhook-secret")
 @click.option(
     "--tenant", default=None, help="The tenant (default: open mode's, IMGQ_API_AUTH=off)."
 )
-def webhook_secret(tenant: str | None) -> None:
-    """Print the secret that signs TENANT's webhooks (Imgq-Signature), made on first use."""
-    from shared.webhooks import tenant_secret
+@click.option("--rotate", is_flag=True, help="Make a new secret (printed once); see --grace.")
+@click.option("--grace", default="24h", show_default=True,
+              help="With --rotate: how long the replaced secret keeps signing too (0: not at all).")  # fmt: skip
+@click.option("--revoke-old", is_flag=True, help="End the grace period now: only the current secret signs.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help='Print {"tenant", "webhook_secret", ...} as JSON.')  # fmt: skip
+def webhook_secret(
+    tenant: str | None, rotate: bool, grace: str, revoke_old: bool, as_json: bool
+) -> None:
+    """Print (or rotate) the secret that signs TENANT's webhooks (Imgq-Signature)."""
+    from shared.webhooks import revoke_previous_secrets, rotate_secret, tenant_secret
 
-    click.echo(_run(lambda r: tenant_secret(r, tenant)).decode())
+    if rotate and revoke_old:
+        raise click.UsageError(
+            "give --rotate or --revoke-old, not both (--rotate --grace 0 is both)"
+        )
+    name = tenant or "-"
+    if revoke_old:
+        count = _run(lambda r: revoke_previous_secrets(r, tenant))
+        if as_json:
+            click.echo(json.dumps({"tenant": name, "revoked_previous": count}))
+        else:
+            click.echo(
+                f"tenant {name}: {count} previous secret(s) revoked; only the current one signs"
+            )
+        return
+    if not rotate:
+        whsec = _run(lambda r: tenant_secret(r, tenant)).decode()
+        click.echo(json.dumps({"tenant": name, "webhook_secret": whsec}) if as_json else whsec)
+        return
+    seconds = _grace(grace)
+    new, until = _run(lambda r: rotate_secret(r, tenant, grace_seconds=seconds))
+    if as_json:
+        doc = {"tenant": name, "webhook_secret": new.decode(), "previous_valid_until": until}
+        click.echo(json.dumps(doc))
+        return
+    click.echo(new.decode())
+    ends = (
+        "no previous secret signs any more"
+        if until is None
+        else (
+            f"the previous secret also signs until {_when(until)} UTC (--revoke-old ends that now)"
+        )
+    )
+    click.echo(f"(new webhook secret of tenant {name}: store it now; {ends})", err=True)
 
 
 @keys.command(name="list")
@@ -155,6 +214,19 @@ def revoke(key_id: str) -> None:
     if record is None:
         raise click.ClickException(f"no key {key_id}")
     click.echo(f"revoked {record.id} (tenant {record.tenant})")
+
+
+@keys.command(name="set-weight")
+@click.argument("key_id")
+@click.argument("weight", type=click.FloatRange(min=0, min_open=True))
+def set_weight(key_id: str, weight: float) -> None:
+    """Give KEY_ID a new fair-share WEIGHT (running workers use it within seconds)."""
+    from shared.tenants import KeyStore
+
+    record = _run(lambda r: KeyStore(r).set_weight(key_id, weight))
+    if record is None:
+        raise click.ClickException(f"no key {key_id}")
+    click.echo(f"{record.id} (tenant {record.tenant}): weight {record.policy.weight:g}")
 
 
 @keys.command()

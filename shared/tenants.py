@@ -5,6 +5,8 @@ high-entropy secret needs no slow hash, and a leaked Redis dump gives no usable 
 
     imgq:apikey:<sha256 hex>   the key's record (JSON: id, tenant, policy, revoked, hash)
     imgq:apikeys               hash: key id -> sha256 hex (for listing and revoking by id)
+    imgq:apikeys:version       counter, +1 on every create, revoke or re-weight: workers
+                               reload the fair-share weights when it moves
 
 ``authenticate`` is one GET by the hash, then ``hmac.compare_digest`` of the stored hash with
 the computed one (no early-exit comparison on anything secret).
@@ -35,6 +37,7 @@ from redis.exceptions import RedisError
 KEY_PREFIX = "imgq_"
 RECORD_PREFIX = "imgq:apikey:"
 INDEX = "imgq:apikeys"
+VERSION = "imgq:apikeys:version"
 _TENANT = re.compile(r"^[a-z0-9_-]{1,40}$")
 Period = Literal["daily", "monthly"]
 
@@ -108,6 +111,7 @@ class KeyStore:
         async with self._r.pipeline(transaction=True) as pipe:
             pipe.set(RECORD_PREFIX + key.hash, key.model_dump_json())
             pipe.hset(INDEX, key.id, key.hash)
+            pipe.incr(VERSION)
             await pipe.execute()
         return key, raw
 
@@ -148,8 +152,28 @@ class KeyStore:
             return None
         if not key.revoked:
             key.revoked_at = time.time()
-            await self._r.set(RECORD_PREFIX + key.hash, key.model_dump_json())
+            await self._save(key)
         return key
+
+    async def set_weight(self, key_id: str, weight: float) -> ApiKey | None:
+        """Give the key a new fair-share weight (running workers pick it up without restart)."""
+        key = await self.get(key_id)
+        if key is None:
+            return None
+        key.policy = key.policy.model_copy(update={"weight": KeyPolicy(weight=weight).weight})
+        await self._save(key)
+        return key
+
+    async def _save(self, key: ApiKey) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.set(RECORD_PREFIX + key.hash, key.model_dump_json())
+            pipe.incr(VERSION)
+            await pipe.execute()
+
+    async def version(self) -> int:
+        """Moves on every create, revoke or re-weight (0: none recorded)."""
+        raw = await self._r.get(VERSION)
+        return int(raw) if raw else 0
 
     async def tenant_weights(self) -> dict[str, float]:
         """Each tenant's weight for fair share (the largest of its live keys' weights)."""

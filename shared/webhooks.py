@@ -1,8 +1,8 @@
 """Webhooks: a job's final document POSTed to its ``callback_url``, signed, retried, bounded.
 
-Signature (header ``Imgq-Signature: t=<unix seconds>,v1=<hex>``): HMAC-SHA256 with the
-tenant's webhook secret over ``f"{t}.{body}"`` (the raw body bytes). Receivers recompute it,
-compare in constant time and refuse old timestamps (replays):
+Signature (header ``Imgq-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]``): HMAC-SHA256
+with the tenant's webhook secret over ``f"{t}.{body}"`` (the raw body bytes). Receivers recompute
+it, accept any listed ``v1`` (compared in constant time) and refuse old timestamps (replays):
 
 >>> body = b'{"type":"job.finished"}'
 >>> header = sign(b"whsec_test", body, timestamp=1700000000)
@@ -12,6 +12,18 @@ compare in constant time and refuse old timestamps (replays):
 True
 >>> verify(b"whsec_test", body + b" ", header, now=1700000010)
 False
+
+Rotation (Stripe / Standard Webhooks style): ``rotate_secret`` makes a new secret; the replaced
+one stays valid for a grace period, during which every delivery carries one ``v1`` per valid
+secret, the new one first (``previous=``):
+
+>>> both = sign(b"whsec_new", body, timestamp=1700000000, previous=[b"whsec_old"])
+>>> both.count("v1="), verify(b"whsec_new", body, both, now=1700000010)
+(2, True)
+>>> verify(b"whsec_old", body, both, now=1700000010)
+True
+
+Secrets are stored as they are (they must sign, so they cannot be hashed), never logged.
 
 Deliveries are durable: ``imgq:webhooks:due`` (sorted set, score = when) + one record per
 delivery. A worker claims due deliveries by pushing their score one lease ahead (so a worker
@@ -27,6 +39,7 @@ import json
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -37,32 +50,43 @@ from shared.lua import load_lua
 DUE = "imgq:webhooks:due"
 RECORD_PREFIX = "imgq:webhook:"
 SECRET_PREFIX = "imgq:webhook_secret:"  # + tenant ("-" in open mode)
+# + tenant: zset of replaced secrets still in their grace period -> valid until (ms, Redis TIME)
+PREVIOUS_PREFIX = "imgq:webhook_secret_prev:"
+MAX_PREVIOUS = 4  # each one is one more HMAC per delivery and one more v1 in the header
 SIGNATURE_HEADER = "Imgq-Signature"
 TOLERANCE_SECONDS = 300
 LEASE_SECONDS = 60
 MAX_BACKOFF_SECONDS = 300.0
 
 
-def sign(secret: bytes, body: bytes, *, timestamp: int | None = None) -> str:
+def sign(
+    secret: bytes, body: bytes, *, timestamp: int | None = None, previous: Sequence[bytes] = ()
+) -> str:
+    """The signature header: one ``v1`` for ``secret``, then one per ``previous`` secret."""
     t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    signed = f"{t}.".encode() + body
+    macs = [hmac.new(k, signed, hashlib.sha256).hexdigest() for k in (secret, *previous)]
+    return f"t={t}," + ",".join(f"v1={m}" for m in macs)
 
 
 def verify(
     secret: bytes, body: bytes, header: str, *, now: float | None = None,
     tolerance: int = TOLERANCE_SECONDS,
 ) -> bool:  # fmt: skip
-    """Whether ``header`` signs ``body`` with ``secret``, within ``tolerance`` seconds."""
+    """Whether any ``v1`` of ``header`` signs ``body`` with ``secret``, within ``tolerance`` s."""
     try:
-        parts = dict(p.split("=", 1) for p in header.split(","))
-        t = int(parts["t"])
-    except (KeyError, ValueError):
+        pairs = [p.split("=", 1) for p in header.split(",") if "=" in p]
+        t = int(next(v for k, v in pairs if k.strip() == "t"))
+    except (StopIteration, ValueError):
         return False
     if abs((time.time() if now is None else now) - t) > tolerance:
         return False
-    expected = sign(secret, body, timestamp=t).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
+    expected = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    # Every candidate is compared (no early exit), each in constant time.
+    found = False
+    for k, v in pairs:
+        found |= k.strip() == "v1" and hmac.compare_digest(expected, v.strip())
+    return found
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -84,12 +108,50 @@ class Delivery(BaseModel):
     expires_at: float
 
 
+def _keys(tenant: str | None) -> list[str]:
+    return [SECRET_PREFIX + (tenant or "-"), PREVIOUS_PREFIX + (tenant or "-")]
+
+
+def _new_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+async def tenant_secrets(r: aioredis.Redis, tenant: str | None) -> list[bytes]:
+    """The tenant's valid signing secrets: the current one first (made on first use; the same
+    for all its keys), then the replaced ones still in their grace period."""
+    script = r.register_script(load_lua("shared", "webhook_secrets.lua"))
+    found = await script(keys=_keys(tenant), args=[_new_secret()])
+    return [v if isinstance(v, bytes) else str(v).encode() for v in found]
+
+
 async def tenant_secret(r: aioredis.Redis, tenant: str | None) -> bytes:
-    """The tenant's signing secret, made on first use (the same for all its keys)."""
-    key = SECRET_PREFIX + (tenant or "-")
-    await r.set(key, "whsec_" + secrets.token_urlsafe(32), nx=True)
-    raw = await r.get(key)
-    return raw if isinstance(raw, bytes) else str(raw).encode()
+    """The tenant's current signing secret, made on first use."""
+    return (await tenant_secrets(r, tenant))[0]
+
+
+async def rotate_secret(
+    r: aioredis.Redis, tenant: str | None, *, grace_seconds: float
+) -> tuple[bytes, float | None]:
+    """A new current secret; the replaced one keeps signing for ``grace_seconds`` (0: not at all).
+
+    Returns the new secret and when the replaced one stops (unix seconds; None: it already has).
+    """
+    new = _new_secret()
+    script = r.register_script(load_lua("shared", "webhook_rotate.lua"))
+    until_ms = int(
+        await script(keys=_keys(tenant), args=[new, round(grace_seconds * 1000), MAX_PREVIOUS])
+    )
+    return new.encode(), (until_ms / 1000 if until_ms else None)
+
+
+async def revoke_previous_secrets(r: aioredis.Redis, tenant: str | None) -> int:
+    """End the grace period now: only the current secret signs. Returns how many were valid."""
+    key = _keys(tenant)[1]
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.zcount(key, f"({time.time() * 1000}", "+inf")
+        pipe.delete(key)
+        count, _ = await pipe.execute()
+    return int(count)
 
 
 class WebhookQueue:
@@ -154,7 +216,10 @@ __all__ = [
     "Delivery",
     "WebhookQueue",
     "backoff_seconds",
+    "revoke_previous_secrets",
+    "rotate_secret",
     "sign",
     "tenant_secret",
+    "tenant_secrets",
     "verify",
 ]

@@ -28,13 +28,13 @@ from shared.loop_thread import LoopThread
 from shared.metrics import Metrics
 from shared.settings import Settings
 from shared.storage import build_stores
-from shared.tenants import load_tenant_weights
 from workers.batcher import Batcher, start_batcher
 from workers.deps import WorkerDeps
 from workers.locks import Heartbeat, JobLocks
 from workers.processor import DeliveryError, process_job
 from workers.reconciler import Reconciler
 from workers.retry import MAX_RETRY_AFTER_SECONDS
+from workers.tenant_weights import WeightsRefresher, initial_weights
 from workers.webhooks import start_webhooks
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class WorkerRuntime:
         http = make_fetch_session(s)
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="imgq-images")
         self._closers = [client, http, r, broker, executor]
+        weights = await initial_weights(r, s.tenant_weights)
         deps = WorkerDeps(
             settings=s,
             client=client,
@@ -115,10 +116,8 @@ class WorkerRuntime:
             images=images,
             results=results,
             events=events,
-            # Issue 11: tenants' weights (their API keys) for the fair share, read at start.
-            limiter=RedisLimiter(
-                r, LimitsConfig.from_settings(s, tenant_weights=await load_tenant_weights(r))
-            ),
+            # Issue 11: tenants' weights (their API keys) for the fair share, kept current below.
+            limiter=RedisLimiter(r, LimitsConfig.from_settings(s, tenant_weights=weights)),
             concurrency=concurrency,
             metrics=self.metrics,
             locks=locks,
@@ -129,6 +128,9 @@ class WorkerRuntime:
         self._batcher = start_batcher(deps, self.broker_url)  # issue 14
         self._closers.insert(0, start_webhooks(deps))  # issue 11: closed before the clients
         self._start_background(deps)
+        refresher = WeightsRefresher(r, weights, base=s.tenant_weights)  # stopped in _close
+        refresher.start()
+        self._background.append(refresher)
         return deps
 
     def _start_background(self, deps: WorkerDeps) -> None:

@@ -2,7 +2,8 @@
 
 ``schedule`` is the processor's hook once a job's result is final: it queues one durable
 delivery (shared/webhooks.py). ``WebhookSender`` runs on each worker's loop: it claims due
-deliveries, signs and POSTs them through the fetch session (the SSRF guard of image URLs:
+deliveries, signs them (with every valid secret of the tenant while a rotation's grace period
+runs) and POSTs them through the fetch session (the SSRF guard of image URLs:
 every resolved address is checked at connect time, no redirects followed), and retries
 non-2xx answers and network errors with backoff until the attempts or the lifetime run out.
 """
@@ -21,7 +22,7 @@ from shared.errors import ImageFetchError, ImageUrlForbiddenError
 from shared.images.fetch import AllowList, ForbiddenAddressError, check_host
 from shared.jobs import Job, Result
 from shared.tenant_ids import public_doc
-from shared.webhooks import SIGNATURE_HEADER, Delivery, WebhookQueue, sign, tenant_secret
+from shared.webhooks import SIGNATURE_HEADER, Delivery, WebhookQueue, sign, tenant_secrets
 from workers.deps import WorkerDeps
 
 log = logging.getLogger(__name__)
@@ -101,11 +102,12 @@ class WebhookSender:
         url = URL(d.url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ImageUrlForbiddenError(f"not an http(s) URL: {url.scheme}")
-        secret = await tenant_secret(self._deps.redis, d.tenant)
+        # Read per delivery: a rotation (or the end of its grace period) applies to the next one.
+        current, *previous = await tenant_secrets(self._deps.redis, d.tenant)
         body = d.body.encode()
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(secret, body),
+            SIGNATURE_HEADER: sign(current, body, previous=previous),
             "Imgq-Delivery": d.id,
             "Imgq-Attempt": str(d.attempts + 1),
         }

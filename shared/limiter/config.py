@@ -13,12 +13,25 @@ Which limit applies (computed inside the Lua script, so every process agrees):
 ModelLimits(tpm=6000, rpm=60, ipm=None)
 >>> cfg.default_for("gpt-4o-mini")
 ModelLimits(tpm=200000, rpm=500, ipm=None)
+
+Tenants' fair-share weights may change while a worker runs (a key created or re-weighted): give
+the config a ``TenantWeights`` and ``replace`` its contents; the limiter reads the weight of each
+new waiter when it enqueues it (``LimitsConfig.weight``), so the next waiters use the new one.
+
+>>> weights = TenantWeights({"acme": 3})
+>>> cfg = LimitsConfig(tenant_weights=weights)
+>>> cfg.weight("acme"), cfg.weight("other")
+(3.0, 1.0)
+>>> weights.replace({"acme": 1, "other": 2})
+True
+>>> cfg.weight("acme"), cfg.weight("other")
+(1.0, 2.0)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +90,34 @@ def _parse_table(data: Any, source: str) -> dict[str, ModelLimits]:
     return out
 
 
+class TenantWeights(Mapping[str, float]):
+    """Tenants' weights, replaceable as a whole while the limiter reads them (the config stays
+    frozen; only this table changes). ``replace`` swaps one dict for another in one assignment,
+    so a reader sees the old table or the new one, never a mix."""
+
+    def __init__(self, weights: Mapping[str, float] | None = None) -> None:
+        self._w: dict[str, float] = {k: float(v) for k, v in (weights or {}).items()}
+
+    def replace(self, weights: Mapping[str, float]) -> bool:
+        """Use ``weights`` from now on; whether anything changed."""
+        new = {k: float(v) for k, v in weights.items()}
+        changed = new != self._w
+        self._w = new
+        return changed
+
+    def __getitem__(self, tenant: str) -> float:
+        return self._w[tenant]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._w)
+
+    def __len__(self) -> int:
+        return len(self._w)
+
+    def __repr__(self) -> str:
+        return f"TenantWeights({self._w!r})"
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """Everything the limiter needs besides Redis. Immutable; build one per process.
@@ -107,12 +148,13 @@ class LimitsConfig:
     waiter_alive_s: float = 5.0
     # Most grants one script call hands out (bounds the script's run time).
     max_grants: int = 256
-    # Weighted fair share between tenants backlogged on one model (missing: weight 1).
+    # Weighted fair share between tenants backlogged on one model (missing: weight 1). Read per
+    # waiter: a ``TenantWeights`` here may be refreshed while the process runs.
     tenant_weights: Mapping[str, float] = field(default_factory=dict)
     prefix: str = DEFAULT_PREFIX
 
     def weight(self, tenant: str | None) -> float:
-        w = self.tenant_weights.get(tenant or "", 1.0)
+        w = float(self.tenant_weights.get(tenant or "", 1.0))
         return w if w > 0 else 1.0
 
     def configured_for(self, model: str) -> ModelLimits | None:

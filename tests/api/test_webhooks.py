@@ -1,8 +1,12 @@
-"""Webhooks over real HTTP: a receiver that verifies every signature and sees the retries."""
+"""Webhooks over real HTTP: a receiver that verifies every signature and sees the retries, and
+secret rotation (`imgq keys webhook-secret --rotate`) while a worker delivers: before it the old
+secret verifies; during the grace period either does (one ``v1`` each); after ``--revoke-old``
+or the end of the grace period only the new one does."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -10,10 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
-from shared.webhooks import WebhookQueue, verify
-from tests.api.conftest import ApiStack, job, wait_done
+from shared.webhooks import (
+    MAX_PREVIOUS,
+    PREVIOUS_PREFIX,
+    WebhookQueue,
+    rotate_secret,
+    sign,
+    tenant_secrets,
+    verify,
+)
+from tests.api.conftest import ApiStack, imgq, job, wait_done
 from tests.pipeline.conftest import make_image
 
 
@@ -64,8 +77,6 @@ def test_a_webhook_is_signed_retried_and_delivered_once(
         assert headers["imgq-attempt"] == str(attempt)
         assert headers["content-type"] == "application/json"
     assert len({h["imgq-delivery"] for h, _ in receiver.seen}) == 1
-    import json
-
     doc = json.loads(receiver.seen[-1][1])
     assert doc["type"] == "job.finished"
     assert doc["job"]["job_id"] == "wh-1" and doc["job"]["status"] == "succeeded"
@@ -116,7 +127,6 @@ async def test_deliveries_end_after_their_attempts_or_lifetime(redis_url: str) -
 def test_the_readme_verification_snippet_verifies_our_signatures() -> None:
     import re
 
-    from shared.webhooks import sign
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
@@ -132,3 +142,91 @@ def test_the_readme_verification_snippet_verifies_our_signatures() -> None:
     assert not scope["verify"](b"whsec_other", body, header)
     old = sign(b"whsec_abc", body, timestamp=int(time.time()) - 3600)
     assert not scope["verify"](b"whsec_abc", body, old)
+    both = sign(b"whsec_new", body, previous=[b"whsec_abc"])  # a rotation's grace period
+    assert scope["verify"](b"whsec_new", body, both)
+    assert scope["verify"](b"whsec_abc", body, both)
+    assert not scope["verify"](b"whsec_other", body, both)
+    stale = sign(b"whsec_new", body, timestamp=int(time.time()) - 3600, previous=[b"whsec_abc"])
+    assert not scope["verify"](b"whsec_abc", body, stale)
+
+
+TENANT = "rotor"
+
+
+def _deliver(api_stack: ApiStack, receiver: Receiver, n: int) -> tuple[str, bytes]:
+    """Submit one job with a callback; its delivery's (signature header, body)."""
+    c = api_stack.client(TENANT)
+    seen = len(receiver.seen)
+    body = job(make_image(200 + n), job_id=f"rot-{n}", callback_url=receiver.url)
+    assert c.post("/v1/jobs", json=body).status_code == 202
+    assert wait_done(c, f"rot-{n}")["status"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while len(receiver.seen) <= seen:
+        assert time.monotonic() < deadline, "no delivery"
+        time.sleep(0.05)
+    headers, raw = receiver.seen[seen]
+    assert json.loads(raw)["job"]["job_id"] == f"rot-{n}"
+    return headers["imgq-signature"], raw
+
+
+def _rotate(api_stack: ApiStack, *args: str) -> str:
+    out = imgq(api_stack.env, "keys", "webhook-secret", "--tenant", TENANT, *args)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_rotation_grace_period_then_only_the_new_secret(
+    api_stack: ApiStack, receiver: Receiver
+) -> None:
+    receiver.fail_first = 0
+    api_stack.key(TENANT)
+    s0 = api_stack.webhook_secrets[TENANT].encode()
+
+    header, raw = _deliver(api_stack, receiver, 1)  # before any rotation: the old secret
+    assert verify(s0, raw, header) and header.count("v1=") == 1
+
+    stdout = _rotate(api_stack, "--rotate", "--grace", "1h")
+    s1 = stdout.strip().encode()
+    assert stdout == s1.decode() + "\n" and s1.startswith(b"whsec_") and s1 != s0  # shown once
+    header, raw = _deliver(api_stack, receiver, 2)  # grace period: either secret verifies
+    assert verify(s1, raw, header) and verify(s0, raw, header)
+    t = int(header.split(",")[0].removeprefix("t="))
+    assert header == sign(s1, raw, timestamp=t, previous=[s0])  # the new one first
+    assert not verify(b"whsec_someone_else", raw, header)
+
+    assert json.loads(_rotate(api_stack, "--revoke-old", "--json"))["revoked_previous"] == 1
+    header, raw = _deliver(api_stack, receiver, 3)  # grace ended early: only the new one
+    assert verify(s1, raw, header) and not verify(s0, raw, header)
+    assert header.count("v1=") == 1
+
+    doc = json.loads(_rotate(api_stack, "--rotate", "--grace", "1s", "--json"))
+    s2 = doc["webhook_secret"].encode()
+    assert doc["tenant"] == TENANT and doc["previous_valid_until"] is not None and s2 != s1
+    r = redis.Redis.from_url(api_stack.redis_url)
+    deadline = time.monotonic() + 30
+    while r.exists(PREVIOUS_PREFIX + TENANT):  # the grace period ends on Redis's clock
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    header, raw = _deliver(api_stack, receiver, 4)  # after the grace period: only the new one
+    assert verify(s2, raw, header) and not verify(s1, raw, header)
+    assert header.count("v1=") == 1
+
+    for log in ("worker.log", "api.log"):  # secrets are never logged
+        text = (api_stack.tmp / log).read_bytes()
+        assert not any(s in text for s in (s0, s1, s2)), log
+
+
+async def test_rotations_keep_a_bounded_number_of_previous_secrets(redis_url: str) -> None:
+    r = aioredis.from_url(redis_url)
+    try:
+        first = (await tenant_secrets(r, "t"))[0]
+        # Graces growing by 1 s: each replaced secret ends after the ones replaced before it.
+        news = [(await rotate_secret(r, "t", grace_seconds=3600 + i))[0] for i in range(6)]
+        valid = await tenant_secrets(r, "t")
+        assert valid[0] == news[-1]  # current first, then the longest-valid (the last replaced)
+        assert valid[1:] == news[-2::-1][:MAX_PREVIOUS] and first not in valid
+        new, until = await rotate_secret(r, "t", grace_seconds=0)  # no grace: gone at once
+        assert until is None and await tenant_secrets(r, "t") == [new, *valid[1:]]
+        assert (await tenant_secrets(r, None))[0].startswith(b"whsec_")  # open mode's own
+    finally:
+        await r.aclose()
