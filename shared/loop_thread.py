@@ -17,29 +17,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's loop where it is installed (Linux, macOS), else asyncio's.
-
-    The worker's loop thread spends most of its CPU in loop machinery (callbacks, timers, sockets)
-    for Redis commands and API calls; uvloop does that in C (``benchmarks/overhead.py``).
-    ``IMGQ_EVENT_LOOP=asyncio`` keeps the standard loop.
-    """
-    if os.environ.get("IMGQ_EVENT_LOOP", "uvloop") != "asyncio":
-        try:
-            import uvloop
-        except ImportError:  # an optional speed-up: Windows has none
-            pass
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
 
 
 class LoopThread:
@@ -58,7 +40,7 @@ class LoopThread:
         with self._lock:
             if self._loop is None:
                 ready = threading.Event()
-                new_loop = new_event_loop()
+                new_loop = asyncio.new_event_loop()
 
                 def serve() -> None:
                     asyncio.set_event_loop(new_loop)
