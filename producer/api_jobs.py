@@ -5,7 +5,8 @@
     GET    /v1/jobs               the tenant's jobs, newest first: ?status=&limit=&cursor=
     GET    /v1/jobs/{job_id}      the result document; ?wait=SECONDS for a terminal status
     DELETE /v1/jobs/{job_id}      cancel a queued job (409 once a worker holds it or it finished)
-    GET    /v1/jobs/{job_id}/events   server-sent events: the document at each status change
+    GET    /v1/jobs/{job_id}/events   server-sent events: the document at each status change,
+                                      and the text as it streams (``delta``) for ``stream`` jobs
 
 Another tenant's job is answered exactly like a job that does not exist (404).
 """
@@ -13,6 +14,7 @@ Another tenant's job is answered exactly like a job that does not exist (404).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import math
@@ -30,10 +32,13 @@ from producer.client import SubmitRequest
 from producer.tenant_jobs import cancelled, check_job_id, public_doc, queue_webhook, scope
 from shared import errors
 from shared.images.fetch import AllowList, check_host
+from shared.job_stream import Delta
 from shared.jobs import Result
 from shared.storage.wait_hub import UnreadableResultError
+from shared.stream_hub import StreamHub
 
 DEPS: web.AppKey[ApiDeps] = web.AppKey("imgq_api_deps", ApiDeps)
+STREAMS: web.AppKey[StreamHub] = web.AppKey("imgq_stream_hub", StreamHub)
 MAX_WAIT_SECONDS = 300.0
 MAX_STREAM_SECONDS = 300.0  # an event stream ends after this; the client reconnects
 PING_SECONDS = 15.0
@@ -268,8 +273,70 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def _tail(result: Result, seen: tuple[int, int] | None) -> Delta | None:
+    """The end of the final attempt's text that the live deltas have not brought yet.
+
+    Deltas and status events travel on different subscriptions, so the final status can
+    overtake the last delta; the stored text completes what the client has."""
+    text = result.output_text
+    if seen is None or result.status != "succeeded" or text is None:
+        return None
+    attempt, offset = seen
+    if attempt != result.attempts or offset >= len(text):
+        return None
+    return Delta(attempt, offset, text[offset:])
+
+
+async def _watch_status(deps: ApiDeps, job_id: str, out: asyncio.Queue[Any]) -> None:
+    """Put the job's document in ``out`` each second and at once when it is final; None
+    when it expired or was deleted."""
+    while True:
+        try:
+            got = await deps.hub.wait(job_id, 1.0) or await _read(deps, job_id)
+        except (errors.StorageUnavailableError, UnreadableResultError):
+            await asyncio.sleep(1.0)  # shown as no change; the stream ends at its deadline
+            continue
+        out.put_nowait(got)
+        if got is None or got.done:
+            return
+
+
+async def _relay(
+    resp: web.StreamResponse, items: asyncio.Queue[Any], result: Result, tenant: str | None
+) -> None:
+    """Write status changes and deltas until the final status (or the stream's deadline)."""
+    loop = asyncio.get_running_loop()
+    end, ping = loop.time() + MAX_STREAM_SECONDS, loop.time() + PING_SECONDS
+    await resp.write(_sse("status", public_doc(result, tenant)))
+    last, seen = result.status, None
+    while (now := loop.time()) < end:
+        try:
+            async with asyncio.timeout(min(ping, end) - now):
+                item = await items.get()
+        except TimeoutError:
+            if loop.time() >= ping:
+                await resp.write(b": ping\n\n")
+                ping = loop.time() + PING_SECONDS
+            continue
+        if item is None:  # expired or deleted while watched
+            return
+        if isinstance(item, Delta):
+            await resp.write(_sse("delta", item.to_json()))
+            seen = (item.attempt, item.offset + len(item.text))
+            continue
+        if item.done and (tail := _tail(item, seen)) is not None:
+            await resp.write(_sse("delta", tail.to_json()))
+        if item.status != last:
+            await resp.write(_sse("status", public_doc(item, tenant)))
+            last = item.status
+        if item.done:
+            return
+
+
 @_storage_errors
 async def job_events(request: web.Request) -> web.StreamResponse:
+    """``status`` at each change; for a job submitted with ``stream``, ``delta`` events with
+    its text as it comes (from when the client connected: pub/sub keeps no history)."""
     deps = request.app[DEPS]
     # Storage errors are answered by _storage_errors here: the stream has not started yet.
     if isinstance(found := await _existing(request), web.Response):
@@ -279,26 +346,21 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await resp.prepare(request)
-    loop = asyncio.get_running_loop()
-    end, ping = loop.time() + MAX_STREAM_SECONDS, loop.time() + PING_SECONDS
-    last: str | None = None
-    while True:
-        if result.status != last:
-            await resp.write(_sse("status", public_doc(result, tenant)))
-            last = result.status
-        if result.done or loop.time() > end:
-            break
-        if loop.time() > ping:
-            await resp.write(b": ping\n\n")
-            ping = loop.time() + PING_SECONDS
+    if result.done:
+        await resp.write(_sse("status", public_doc(result, tenant)))
+        await resp.write_eof()
+        return resp
+    items: asyncio.Queue[Any] = asyncio.Queue()  # Delta | Result | None
+    # Subscribed (confirmed) before the first event is written: a client that has read it gets
+    # every delta published from then on. The channel is the stored, tenant-scoped id's.
+    async with request.app[STREAMS].watch(job_id, items):
+        watcher = asyncio.get_running_loop().create_task(_watch_status(deps, job_id, items))
         try:
-            got = await deps.hub.wait(job_id, 1.0) or await _read(deps, job_id)
-        except (errors.StorageUnavailableError, UnreadableResultError):
-            await asyncio.sleep(1.0)  # shown as no change; the stream ends at its deadline
-            continue
-        if got is None:  # expired or deleted while watched
-            break
-        result = got
+            await _relay(resp, items, result, tenant)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     await resp.write_eof()
     return resp
 
@@ -310,6 +372,15 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_delete("/v1/jobs/{job_id}", cancel_job)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
+    # One delta subscription per process, like the wait hub's (shared/stream_hub.py); closed
+    # at shutdown, before the Redis pool it borrows a connection from.
+    hub = StreamHub(app[DEPS].redis)
+    app[STREAMS] = hub
+
+    async def close_streams(app: web.Application) -> None:
+        await hub.aclose()
+
+    app.on_shutdown.append(close_streams)
 
 
 __all__ = ["DEPS", "add_routes"]
