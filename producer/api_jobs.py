@@ -14,9 +14,7 @@ Another tenant's job is answered exactly like a job that does not exist (404).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -27,12 +25,12 @@ from yarl import URL
 
 from producer.api_body import BodyTimeoutError, _image_from_json, _request_from, read_submit
 from producer.api_edge import API_KEY, error_response
+from producer.api_events import relay_events, sse
 from producer.api_submit import ApiDeps, submit_for, tenant_of
 from producer.client import SubmitRequest
 from producer.tenant_jobs import cancelled, check_job_id, public_doc, queue_webhook, scope
 from shared import errors
 from shared.images.fetch import AllowList, check_host
-from shared.job_stream import Delta
 from shared.jobs import Result
 from shared.storage.wait_hub import UnreadableResultError
 from shared.stream_hub import StreamHub
@@ -40,8 +38,6 @@ from shared.stream_hub import StreamHub
 DEPS: web.AppKey[ApiDeps] = web.AppKey("imgq_api_deps", ApiDeps)
 STREAMS: web.AppKey[StreamHub] = web.AppKey("imgq_stream_hub", StreamHub)
 MAX_WAIT_SECONDS = 300.0
-MAX_STREAM_SECONDS = 300.0  # an event stream ends after this; the client reconnects
-PING_SECONDS = 15.0
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -269,70 +265,6 @@ async def cancel_job(request: web.Request) -> web.StreamResponse:
     return web.json_response(public_doc(final, tenant))
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-def _tail(result: Result, seen: tuple[int, int] | None) -> Delta | None:
-    """The end of the final attempt's text that the live deltas have not brought yet.
-
-    Deltas and status events travel on different subscriptions, so the final status can
-    overtake the last delta; the stored text completes what the client has."""
-    text = result.output_text
-    if seen is None or result.status != "succeeded" or text is None:
-        return None
-    attempt, offset = seen
-    if attempt != result.attempts or offset >= len(text):
-        return None
-    return Delta(attempt, offset, text[offset:])
-
-
-async def _watch_status(deps: ApiDeps, job_id: str, out: asyncio.Queue[Any]) -> None:
-    """Put the job's document in ``out`` each second and at once when it is final; None
-    when it expired or was deleted."""
-    while True:
-        try:
-            got = await deps.hub.wait(job_id, 1.0) or await _read(deps, job_id)
-        except (errors.StorageUnavailableError, UnreadableResultError):
-            await asyncio.sleep(1.0)  # shown as no change; the stream ends at its deadline
-            continue
-        out.put_nowait(got)
-        if got is None or got.done:
-            return
-
-
-async def _relay(
-    resp: web.StreamResponse, items: asyncio.Queue[Any], result: Result, tenant: str | None
-) -> None:
-    """Write status changes and deltas until the final status (or the stream's deadline)."""
-    loop = asyncio.get_running_loop()
-    end, ping = loop.time() + MAX_STREAM_SECONDS, loop.time() + PING_SECONDS
-    await resp.write(_sse("status", public_doc(result, tenant)))
-    last, seen = result.status, None
-    while (now := loop.time()) < end:
-        try:
-            async with asyncio.timeout(min(ping, end) - now):
-                item = await items.get()
-        except TimeoutError:
-            if loop.time() >= ping:
-                await resp.write(b": ping\n\n")
-                ping = loop.time() + PING_SECONDS
-            continue
-        if item is None:  # expired or deleted while watched
-            return
-        if isinstance(item, Delta):
-            await resp.write(_sse("delta", item.to_json()))
-            seen = (item.attempt, item.offset + len(item.text))
-            continue
-        if item.done and (tail := _tail(item, seen)) is not None:
-            await resp.write(_sse("delta", tail.to_json()))
-        if item.status != last:
-            await resp.write(_sse("status", public_doc(item, tenant)))
-            last = item.status
-        if item.done:
-            return
-
-
 @_storage_errors
 async def job_events(request: web.Request) -> web.StreamResponse:
     """``status`` at each change; for a job submitted with ``stream``, ``delta`` events with
@@ -347,20 +279,10 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     )
     await resp.prepare(request)
     if result.done:
-        await resp.write(_sse("status", public_doc(result, tenant)))
+        await resp.write(sse("status", public_doc(result, tenant)))
         await resp.write_eof()
         return resp
-    items: asyncio.Queue[Any] = asyncio.Queue()  # Delta | Result | None
-    # Subscribed (confirmed) before the first event is written: a client that has read it gets
-    # every delta published from then on. The channel is the stored, tenant-scoped id's.
-    async with request.app[STREAMS].watch(job_id, items):
-        watcher = asyncio.get_running_loop().create_task(_watch_status(deps, job_id, items))
-        try:
-            await _relay(resp, items, result, tenant)
-        finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+    await relay_events(resp, deps, request.app[STREAMS], job_id, result, tenant)
     await resp.write_eof()
     return resp
 
