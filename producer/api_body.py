@@ -18,7 +18,7 @@ from producer.client import ImageInput, SubmitRequest
 
 _FIELDS = ("prompt", "model", "detail", "api", "max_output_tokens", "priority", "job_id",
            "max_image_tokens", "dedup", "json_schema", "metadata", "route",
-           "callback_url")  # fmt: skip
+           "callback_url", "stream")  # fmt: skip
 
 
 class BodyTimeoutError(Exception):
@@ -56,6 +56,15 @@ def _integer(name: str, value: Any) -> int:
     raise ValueError(f"`{name}` must be a whole number, got {value!r}")
 
 
+def _boolean(name: str, value: Any) -> bool:
+    # JSON gives true/false, forms give text; a number or "maybe" is a mistake, not a choice.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.strip().lower() in ("true", "1", "yes")
+    raise ValueError(f"`{name}` must be true or false, got {value!r}"[:200])
+
+
 def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitRequest:
     unknown = set(fields) - set(_FIELDS) - {"images"}
     if unknown:
@@ -71,6 +80,8 @@ def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitReq
             opts[k] = _integer(k, opts[k])
     if isinstance(opts.get("dedup"), str):
         opts["dedup"] = opts["dedup"].lower() not in ("0", "false", "no")
+    if "stream" in opts:
+        opts["stream"] = _boolean("stream", opts["stream"])
     for k in ("json_schema", "metadata"):
         if isinstance(opts.get(k), str):
             opts[k] = json.loads(opts[k])

@@ -5,7 +5,8 @@
     GET    /v1/jobs               the tenant's jobs, newest first: ?status=&limit=&cursor=
     GET    /v1/jobs/{job_id}      the result document; ?wait=SECONDS for a terminal status
     DELETE /v1/jobs/{job_id}      cancel a queued job (409 once a worker holds it or it finished)
-    GET    /v1/jobs/{job_id}/events   server-sent events: the document at each status change
+    GET    /v1/jobs/{job_id}/events   server-sent events: the document at each status change,
+                                      and the text as it streams (``delta``) for ``stream`` jobs
 
 Another tenant's job is answered exactly like a job that does not exist (404).
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +25,7 @@ from yarl import URL
 
 from producer.api_body import BodyTimeoutError, _image_from_json, _request_from, read_submit
 from producer.api_edge import API_KEY, error_response
+from producer.api_events import relay_events, sse
 from producer.api_submit import ApiDeps, submit_for, tenant_of
 from producer.client import SubmitRequest
 from producer.tenant_jobs import cancelled, check_job_id, public_doc, queue_webhook, scope
@@ -32,11 +33,11 @@ from shared import errors
 from shared.images.fetch import AllowList, check_host
 from shared.jobs import Result
 from shared.storage.wait_hub import UnreadableResultError
+from shared.stream_hub import StreamHub
 
 DEPS: web.AppKey[ApiDeps] = web.AppKey("imgq_api_deps", ApiDeps)
+STREAMS: web.AppKey[StreamHub] = web.AppKey("imgq_stream_hub", StreamHub)
 MAX_WAIT_SECONDS = 300.0
-MAX_STREAM_SECONDS = 300.0  # an event stream ends after this; the client reconnects
-PING_SECONDS = 15.0
 STATUSES = ("queued", "running", "succeeded", "failed")
 
 
@@ -264,12 +265,10 @@ async def cancel_job(request: web.Request) -> web.StreamResponse:
     return web.json_response(public_doc(final, tenant))
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
 @_storage_errors
 async def job_events(request: web.Request) -> web.StreamResponse:
+    """``status`` at each change; for a job submitted with ``stream``, ``delta`` events with
+    its text as it comes (from when the client connected: pub/sub keeps no history)."""
     deps = request.app[DEPS]
     # Storage errors are answered by _storage_errors here: the stream has not started yet.
     if isinstance(found := await _existing(request), web.Response):
@@ -279,26 +278,11 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await resp.prepare(request)
-    loop = asyncio.get_running_loop()
-    end, ping = loop.time() + MAX_STREAM_SECONDS, loop.time() + PING_SECONDS
-    last: str | None = None
-    while True:
-        if result.status != last:
-            await resp.write(_sse("status", public_doc(result, tenant)))
-            last = result.status
-        if result.done or loop.time() > end:
-            break
-        if loop.time() > ping:
-            await resp.write(b": ping\n\n")
-            ping = loop.time() + PING_SECONDS
-        try:
-            got = await deps.hub.wait(job_id, 1.0) or await _read(deps, job_id)
-        except (errors.StorageUnavailableError, UnreadableResultError):
-            await asyncio.sleep(1.0)  # shown as no change; the stream ends at its deadline
-            continue
-        if got is None:  # expired or deleted while watched
-            break
-        result = got
+    if result.done:
+        await resp.write(sse("status", public_doc(result, tenant)))
+        await resp.write_eof()
+        return resp
+    await relay_events(resp, deps, request.app[STREAMS], job_id, result, tenant)
     await resp.write_eof()
     return resp
 
@@ -310,6 +294,15 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/jobs/{job_id}", get_job)
     app.router.add_delete("/v1/jobs/{job_id}", cancel_job)
     app.router.add_get("/v1/jobs/{job_id}/events", job_events)
+    # One delta subscription per process, like the wait hub's (shared/stream_hub.py); closed
+    # at shutdown, before the Redis pool it borrows a connection from.
+    hub = StreamHub(app[DEPS].redis)
+    app[STREAMS] = hub
+
+    async def close_streams(app: web.Application) -> None:
+        await hub.aclose()
+
+    app.on_shutdown.append(close_streams)
 
 
 __all__ = ["DEPS", "add_routes"]

@@ -83,6 +83,7 @@ class SubmitRequest:
     responses_model: str | None = None  # generate via the Responses image_generation tool
     tenant: str | None = None  # issue 11: set by the HTTP API from the caller's key
     callback_url: str | None = None  # issue 11: POST the final document here (signed)
+    stream: bool = False  # issue 11: publish the output text as it streams (vision jobs only)
 
 
 def _describe(value: ImageLike) -> str | None:
@@ -233,6 +234,10 @@ class AsyncClient:
         """
         s = self.settings
         limits = AdmissionLimits.from_settings(s)
+        if req.stream and (req.kind != "analyze" or req.route == "batch"):
+            raise errors.InvalidJobError(
+                "`stream` is for vision jobs answered online (not image generation or route batch)"
+            )
         if req.kind != "analyze":  # image generation (issue 15) has its own option checks
             check_metadata(req.metadata, limits)
             return await build_generation_job(
@@ -301,6 +306,7 @@ class AsyncClient:
                 route=req.route,
                 tenant=req.tenant,
                 callback_url=req.callback_url,
+                stream=req.stream,
             )
         except ValueError as exc:
             raise errors.InvalidJobError(f"invalid job: {exc}") from exc

@@ -70,6 +70,12 @@ SUBMIT = {
             "maxLength": 2048,
             "description": "POST the final document here, signed (Imgq-Signature)",
         },
+        "stream": {
+            "type": "boolean",
+            "description": "call the model streaming and send the text as it comes as `delta` "
+            "events on /v1/jobs/{job_id}/events (vision jobs answered online; the result is "
+            "the same document)",
+        },
     },
 }
 BATCH_ITEM = {
@@ -87,10 +93,30 @@ BATCH_ITEM = {
     },
 }
 
-# Each server-sent event: ``event: status`` and ``data:`` the job document as JSON.
+# Each server-sent event: ``event: status`` with ``data:`` the job document as JSON, or (a job
+# submitted with ``stream``) ``event: delta`` with ``data:`` a Delta as JSON.
 SSE_EVENT = {
     "type": "object",
-    "properties": {"event": {"const": "status"}, "data": {"type": "string"}},
+    "properties": {"event": {"enum": ["status", "delta"]}, "data": {"type": "string"}},
+}
+DELTA = {
+    "type": "object",
+    "required": ["attempt", "offset", "text"],
+    "properties": {
+        "attempt": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the API attempt the text belongs to; a retried call starts again at "
+            "offset 0 with the next attempt (drop the text of earlier attempts)",
+        },
+        "offset": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "where `text` starts in the attempt's output, in characters (Unicode "
+            "code points): an offset past what you have means you missed some",
+        },
+        "text": {"type": "string"},
+    },
 }
 
 
@@ -202,7 +228,9 @@ def _paths() -> dict[str, Any]:
         "/v1/jobs/{job_id}/events": {
             "parameters": [_job_param()],
             "get": _op(
-                "Server-sent events: `status` with the job document at each change",
+                "Server-sent events: `status` with the job document at each change; for a job "
+                "submitted with `stream`, `delta` events (schema Delta) with the output text as "
+                "it comes, from the moment you connect; the stream ends after the final status",
                 {
                     "200": {
                         "description": "an event stream",
@@ -239,6 +267,7 @@ def build_spec() -> dict[str, Any]:
                 "ErrorDetail": ERROR_DETAIL,
                 "Image": IMAGE,
                 "SubmitJob": SUBMIT,
+                "Delta": DELTA,
             },
         },
     }

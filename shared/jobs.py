@@ -61,6 +61,9 @@ class Job(BaseModel):
     generation: GenerationSpec | None = None
     tenant: str | None = None  # issue 11: the API key's tenant (scopes dedup; None: direct use)
     callback_url: str | None = Field(default=None, max_length=2048)  # issue 11: webhook
+    # issue 11: call the API with stream=True and publish the text as it comes (vision jobs;
+    # the result is the same document either way). See shared/job_stream.py.
+    stream: bool = False
 
     @model_validator(mode="after")
     def _images_for_kind(self) -> Job:

@@ -20,8 +20,17 @@ from aiohttp import web
 from shared.catalogue import UNKNOWN_VISION
 from shared.text_tokens import encoding, prompt_tokens
 from shared.vision_tokens import image_tokens, is_known_model
-from simulator import admin, batch_api, errors, files_api, image_tool, images_api, render
-from simulator.answers import Answer, build_answer
+from simulator import (
+    admin,
+    batch_api,
+    errors,
+    files_api,
+    image_tool,
+    images_api,
+    render,
+    streaming,
+)
+from simulator.answers import build_answer
 from simulator.config import SimConfig
 from simulator.images import ImageInfo, decode_data_url, fetch_image_url, inspect_image
 from simulator.payload import Prompt, parse_chat, parse_responses
@@ -142,7 +151,9 @@ async def _answer(
     answer = build_answer(images, prompt.format, max_output)
     headers = _headers(rid, started, admission.headers)
     if prompt.stream:
-        resp = await _stream(request, api, prompt, body, answer, n_prompt, headers)
+        resp = await streaming.stream_answer(request, api, prompt, body, answer, n_prompt, headers)
+        if resp is None:  # cut halfway (--stream-cut-rate): no answer completed
+            return await _abort(request)
     else:
         if api == "chat":
             payload = render.chat_completion(
@@ -157,37 +168,6 @@ async def _answer(
     stats.completed_one(n_prompt, answer.completion_tokens)
     for info, _ in images:
         stats.saw_image(info.sha16)
-    return resp
-
-
-async def _stream(
-    request: web.Request,
-    api: str,
-    prompt: Prompt,
-    body: dict[str, Any],
-    answer: Answer,
-    n_prompt: int,
-    headers: dict[str, str],
-) -> web.StreamResponse:
-    state = request.app[STATE]
-    resp = web.StreamResponse(
-        headers={
-            **headers,
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-        }
-    )
-    await resp.prepare(request)
-    if api == "chat":
-        chunks = render.chat_chunks(
-            f"chatcmpl-{state.next_id()}", prompt.model, answer, n_prompt, prompt.include_usage
-        )
-    else:
-        chunks = render.response_events(
-            f"resp_{state.next_id()}", prompt.model, answer, n_prompt, body
-        )
-    await resp.write(b"".join(chunks))
-    await resp.write_eof()
     return resp
 
 

@@ -94,6 +94,18 @@ async def _run(config: SimConfig, host: str, port: int) -> None:
     help="Delay of a --slow-rate answer (far beyond any sane client timeout).",
 )
 @click.option(
+    "--stream-chunk-ms",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="Pause between the chunks of a streamed answer (0: all at once).",
+)
+@click.option(
+    "--stream-cut-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Share of streamed answers whose connection drops halfway through.",
+)
+@click.option(
     "--seed",
     default=None,
     type=int,
@@ -171,6 +183,8 @@ def sim(
     reset_rate: float,
     slow_rate: float,
     slow_ms: float,
+    stream_chunk_ms: float,
+    stream_cut_rate: float,
     seed: int | None,
     insufficient_quota: bool,
     default_max_tokens: int,
@@ -200,6 +214,8 @@ def sim(
             reset_rate=reset_rate,
             slow_rate=slow_rate,
             slow_ms=slow_ms,
+            stream_chunk_ms=stream_chunk_ms,
+            stream_cut_rate=stream_cut_rate,
             seed=seed,
             insufficient_quota=insufficient_quota,
             default_max_tokens=default_max_tokens,

@@ -45,17 +45,21 @@ class SimConfig:
     fetch_timeout_s: float = 10.0
     # Images per minute per image model (Images API; bucket refilled continuously).
     ipm: int = 50
+    # Streams (stream=true): the pause between two chunks (0: all at once), and the share of
+    # streamed answers whose connection drops halfway through (headers and some text sent).
+    stream_chunk_ms: float = 0.0
+    stream_cut_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tpm <= 0 or self.rpm <= 0:
             raise ValueError("tpm and rpm must be positive")
-        for name in ("fail_rate", "reset_rate", "slow_rate"):
+        for name in ("fail_rate", "reset_rate", "slow_rate", "stream_cut_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
         if self.fail_rate + self.reset_rate + self.slow_rate > 1.0:
             raise ValueError("fail_rate + reset_rate + slow_rate must not exceed 1")
-        if self.latency_ms < 0 or self.jitter_ms < 0 or self.slow_ms < 0:
+        if min(self.latency_ms, self.jitter_ms, self.slow_ms, self.stream_chunk_ms) < 0:
             raise ValueError("latencies must not be negative")
 
     @property

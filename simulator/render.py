@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+import string
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 from simulator.answers import Answer
 
 FINGERPRINT = "fp_simulator"
+_PAD_CHARS = string.ascii_letters + string.digits
+_PAD_RNG = random.Random()  # not the seeded one: padding must not shift a seed's faults
 _PIECES = re.compile(r"\S+\s*|\s+")
 
 
@@ -65,8 +69,19 @@ def chat_completion(rid: str, model: str, answer: Answer, prompt_tokens: int) ->
     }
 
 
+def _padding() -> str:
+    """An ``obfuscation`` value: random characters that blur the size of each chunk (OpenAI
+    adds one to every chunk unless ``stream_options.include_obfuscation`` is false)."""
+    return "".join(_PAD_RNG.choices(_PAD_CHARS, k=_PAD_RNG.randint(1, 16)))
+
+
 def chat_chunks(
-    rid: str, model: str, answer: Answer, prompt_tokens: int, include_usage: bool
+    rid: str,
+    model: str,
+    answer: Answer,
+    prompt_tokens: int,
+    include_usage: bool,
+    obfuscate: bool = False,
 ) -> Iterator[bytes]:
     """SSE ``data:`` lines of a streamed chat completion, ending with ``[DONE]``."""
     created = int(time.time())
@@ -82,14 +97,16 @@ def chat_chunks(
 
     def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return _data({**base, "choices": [choice], **extra})
+        pad = {"obfuscation": _padding()} if obfuscate else {}
+        return _data({**base, "choices": [choice], **extra, **pad})
 
     yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
     for piece in pieces(answer.text):
         yield chunk({"content": piece}, None)
     yield chunk({}, answer.finish_reason)
     if include_usage:
-        yield _data({**base, "choices": [], "usage": _chat_usage(prompt_tokens, answer)})
+        pad = {"obfuscation": _padding()} if obfuscate else {}
+        yield _data({**base, "choices": [], "usage": _chat_usage(prompt_tokens, answer), **pad})
     yield b"data: [DONE]\n\n"
 
 
@@ -163,7 +180,12 @@ def responses_usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
 
 
 def response_events(
-    rid: str, model: str, answer: Answer, prompt_tokens: int, request: dict[str, Any]
+    rid: str,
+    model: str,
+    answer: Answer,
+    prompt_tokens: int,
+    request: dict[str, Any],
+    obfuscate: bool = False,
 ) -> Iterator[bytes]:
     """SSE events of a streamed response, in the order the Responses API sends them."""
     seq = iter(range(1_000_000))
@@ -182,7 +204,8 @@ def response_events(
     yield event("response.output_item.added", output_index=0, item=_message(mid, "", "in_progress"))
     yield event("response.content_part.added", **where, part=part)
     for piece in pieces(answer.text):
-        yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
+        pad = {"obfuscation": _padding()} if obfuscate else {}
+        yield event("response.output_text.delta", **where, delta=piece, logprobs=[], **pad)
     yield event("response.output_text.done", **where, text=answer.text, logprobs=[])
     yield event("response.content_part.done", **where, part={**part, "text": answer.text})
     yield event("response.output_item.done", output_index=0, item=final["output"][0])

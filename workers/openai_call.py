@@ -84,6 +84,18 @@ def build_responses_request(
     return req
 
 
+def responses_output_text(data: dict[str, Any]) -> str:
+    """A Responses API ``response``'s text: like the SDK's ``output_text``, the join of every
+    output_text part of every message."""
+    return "".join(
+        part.get("text", "")
+        for item in data.get("output") or []
+        if item.get("type") == "message"
+        for part in item.get("content") or []
+        if part.get("type") == "output_text"
+    )
+
+
 def _read_answer(api: str, body: bytes) -> tuple[str, int, int]:
     """(output text, prompt tokens, completion tokens) from a 200 answer of either API."""
     try:
@@ -93,14 +105,7 @@ def _read_answer(api: str, body: bytes) -> tuple[str, int, int]:
             choices = data.get("choices") or [{}]
             text = (choices[0].get("message") or {}).get("content") or ""
             return text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
-        # Responses: `output_text` is the SDK's join of every output_text part of every message.
-        text = "".join(
-            part.get("text", "")
-            for item in data.get("output") or []
-            if item.get("type") == "message"
-            for part in item.get("content") or []
-            if part.get("type") == "output_text"
-        )
+        text = responses_output_text(data)
         return text, int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
     except (ValueError, AttributeError, TypeError, IndexError) as exc:
         raise errors.UpstreamServerError(
@@ -137,6 +142,15 @@ def map_status_error(exc: openai.APIStatusError) -> errors.ImgqError:
     if api_code in _IMAGE_CODES:
         return errors.InvalidImageError(message, code=api_code)
     return errors.BadRequestError(f"HTTP {status}: {message}", code=api_code or None)
+
+
+def timeout_error(exc: Exception, started: float, timeout: float) -> errors.ImgqError:
+    """A transport timeout as our error: the aiohttp transport reports a dropped connection
+    ("Server disconnected") as a ConnectTimeout, so a "timeout" long before the deadline is
+    really a connection error."""
+    if time.perf_counter() - started < timeout * 0.9:
+        return errors.UpstreamConnectionError(f"connection to the API failed: {exc}")
+    return errors.UpstreamTimeoutError(f"no answer within {timeout:g}s")
 
 
 def parse_structured_output(text: str, schema: dict[str, Any]) -> Any:
@@ -183,11 +197,7 @@ async def call_openai(
             await on_headers(exc.response.headers)
         raise map_status_error(exc) from None
     except openai.APITimeoutError as exc:
-        # The aiohttp transport reports a dropped connection ("Server disconnected") as a
-        # ConnectTimeout; a "timeout" long before the deadline is really a connection error.
-        if time.perf_counter() - started < timeout * 0.9:
-            raise errors.UpstreamConnectionError(f"connection to the API failed: {exc}") from None
-        raise errors.UpstreamTimeoutError(f"no answer within {timeout:g}s") from None
+        raise timeout_error(exc, started, timeout) from None
     except (openai.APIConnectionError, httpx2.TransportError) as exc:
         raise errors.UpstreamConnectionError(f"connection to the API failed: {exc}") from None
     latency = time.perf_counter() - started

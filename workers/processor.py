@@ -41,6 +41,7 @@ from workers.generate import run_generation
 from workers.images_step import prepare_job_images
 from workers.locks import Lease, LeaseLostError
 from workers.openai_call import ApiOutcome, call_openai, parse_structured_output
+from workers.stream_call import stream_job_call
 
 log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 1.0
@@ -257,6 +258,8 @@ async def _call_with_retries(
             m.limit_requests_per_minute.labels(model=job.model).set(seen.limit_requests)
 
     def _call() -> Awaitable[ApiOutcome]:
+        if job.stream:  # issue 11: the same outcome, its text published as it comes
+            return stream_job_call(deps, job, parts, result.attempts, observe)
         return call_openai(
             deps.client,
             api=job.api,

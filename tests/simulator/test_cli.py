@@ -17,6 +17,8 @@ FLAGS = (
     "--reset-rate",
     "--slow-rate",
     "--slow-ms",
+    "--stream-chunk-ms",
+    "--stream-cut-rate",
     "--seed",
     "--insufficient-quota",
     "--default-max-tokens",
