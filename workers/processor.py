@@ -45,6 +45,7 @@ from workers.stream_call import stream_job_call
 
 log = logging.getLogger(__name__)
 LOCK_POLL_SECONDS = 1.0
+INLINE_PROMPT_CHARS = 2048  # longer prompts are checked and tokenised on the executor
 T = TypeVar("T")
 
 
@@ -190,9 +191,18 @@ def _record_finish(job: Job, result: Result, deps: WorkerDeps) -> None:
 async def _run(job: Job, result: Result, lease: Lease, deps: WorkerDeps) -> Result:
     if job.kind != "analyze":  # image generation and edits (issue 15): their own call path
         return await run_generation(job, result, lease, deps)
-    await off_loop(deps, check_prompt, job.prompt)
+    # A short prompt is checked and counted (its count is cached) faster than a thread hop costs.
+    short = len(job.prompt) <= INLINE_PROMPT_CHARS
+    if short:
+        check_prompt(job.prompt)
+    else:
+        await off_loop(deps, check_prompt, job.prompt)
     images = await prepare_job_images(job, deps)
-    estimate = await off_loop(deps, prompt_tokens, [job.prompt], [p.tokens for p in images])
+    tokens = [p.tokens for p in images]
+    if short:
+        estimate = prompt_tokens([job.prompt], tokens)
+    else:
+        estimate = await off_loop(deps, prompt_tokens, [job.prompt], tokens)
     result.usage.image_tokens = sum(p.tokens for p in images)
     result.usage.estimated_input_tokens = estimate
     if not job.dedup:
