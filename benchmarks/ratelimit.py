@@ -276,7 +276,7 @@ def main() -> None:
     ap.add_argument("--only", default="burst,backlog,fairness")
     ap.add_argument("--procs", default="1,2,4")
     ap.add_argument("--peers", default="naive,cookbook")
-    ap.add_argument("--backlog-seconds", type=float, default=300.0)
+    ap.add_argument("--backlog-seconds", type=float, default=660.0)  # a 10-minute steady window
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md")
     ap.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()

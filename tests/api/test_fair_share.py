@@ -1,7 +1,8 @@
 """Two tenants backlogged on one model at 3:1 key weights get 3:1 of its tokens (±10 %).
 
-A dedicated bulk worker (started after the keys exist: workers read the weights at start) with
-room for every job at once, so all of them wait in the fleet limiter together; gpt-4.1-nano is
+A dedicated bulk worker (started after the keys exist, so no reload is needed: running workers
+also reload weights, tests/workers/test_tenant_weights.py) with room for every job at once, so all
+of them wait in the fleet limiter together; gpt-4.1-nano is
 limited to 6000 TPM. The first bucketful is granted in arrival order (no contention yet); the
 share is measured over the next grants, while both tenants still have jobs waiting.
 """
