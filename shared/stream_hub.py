@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from shared.job_stream import channel, decode
+from shared.loop_thread import cancel_task
 
 log = logging.getLogger(__name__)
 MAX_QUEUED: Final = 256  # deltas waiting for one watcher; more are dropped for it
@@ -78,11 +79,8 @@ class StreamHub:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
         await self._drop_connection()
 
     # -- the one connection ----------------------------------------------------------------------

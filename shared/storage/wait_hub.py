@@ -14,11 +14,11 @@ event lost while the subscription was down is never missed, only late.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Final
 
 from shared.jobs import TERMINAL_STATUSES, Result
+from shared.loop_thread import cancel_task
 from shared.storage.base import JobEvents, ResultStore
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,8 @@ class WaitHub:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_task(self._task)
+        self._task = None
 
     # -- the one subscription --------------------------------------------------------------------
     def _start(self) -> None:
