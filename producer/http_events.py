@@ -105,10 +105,11 @@ JobEvent = StatusEvent | DeltaEvent
 
 def _delta(data: str) -> DeltaEvent:
     doc: Any = json.loads(data)
-    attempt, offset, text = doc["attempt"], doc["offset"], doc["text"]
-    if not (isinstance(attempt, int) and isinstance(offset, int) and isinstance(text, str)):
-        raise ValueError(f"not a delta: {data[:200]!r}")
-    return DeltaEvent(attempt, offset, text)
+    fields = [doc.get(k) for k in ("attempt", "offset", "text")] if isinstance(doc, dict) else []
+    match fields:
+        case [int(attempt), int(offset), str(text)]:
+            return DeltaEvent(attempt, offset, text)
+    raise ValueError(f"not a delta: {data[:200]!r}")
 
 
 class EventOrder:
