@@ -24,7 +24,13 @@ from shared.errors import *  # noqa: F403 - the whole error tree is public (and 
 
 if TYPE_CHECKING:
     from producer.client import AsyncClient, Client, ImageInput, SubmitRequest
-    from producer.http_client import ApiError, AsyncHttpClient, HttpClient
+    from producer.http_client import (
+        ApiError,
+        AsyncHttpClient,
+        DeltaEvent,
+        HttpClient,
+        StatusEvent,
+    )
     from shared.jobs import ErrorInfo, Result, Usage
     from shared.settings import Settings
 
@@ -33,11 +39,13 @@ __all__ = [
     "AsyncClient",
     "AsyncHttpClient",
     "Client",
+    "DeltaEvent",
     "ErrorInfo",
     "HttpClient",
     "ImageInput",
     "Result",
     "Settings",
+    "StatusEvent",
     "SubmitRequest",
     "Usage",
 ]
@@ -51,6 +59,8 @@ _LAZY = {
     "HttpClient": "producer.http_client",  # the HTTP API with an API key (issue 11)
     "AsyncHttpClient": "producer.http_client",
     "ApiError": "producer.http_client",
+    "StatusEvent": "producer.http_client",  # what HttpClient.events yields
+    "DeltaEvent": "producer.http_client",
     "ErrorInfo": "shared.jobs",
     "Result": "shared.jobs",
     "Usage": "shared.jobs",

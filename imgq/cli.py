@@ -95,6 +95,9 @@ def _report_skip(path: Path, why: str) -> None:
               show_default=True, help="batch: OpenAI's Batch API, half price, within 24 h.")  # fmt: skip
 @click.option("--schema", "schema_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON schema file for structured output.")  # fmt: skip
+@click.option("--deadline", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Fail a job not finished this long after submit (expired); "
+              "default IMGQ_JOB_DEADLINE_SECONDS, at most the image TTL.")  # fmt: skip
 @click.option("--together", is_flag=True, help="One job with all images, not one job each.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the results (progress bar).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait at most.")
@@ -110,6 +113,7 @@ def submit(
     priority: str,
     route: str,
     schema_file: str | None,
+    deadline: float | None,
     together: bool,
     wait_: bool,
     timeout: float | None,
@@ -128,7 +132,7 @@ def submit(
     schema = json.loads(Path(schema_file).read_text()) if schema_file else None
     common: dict[str, Any] = dict(
         prompt=prompt, model=model, detail=detail, api=api, max_output_tokens=max_output_tokens,
-        priority=priority, json_schema=schema, route=route,
+        priority=priority, json_schema=schema, route=route, deadline_seconds=deadline,
     )  # fmt: skip
     groups = [sources] if together else [[s] for s in sources]
     with Client(_settings()) as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from producer.client import ImageInput, SubmitRequest
 
 _FIELDS = ("prompt", "model", "detail", "api", "max_output_tokens", "priority", "job_id",
            "max_image_tokens", "dedup", "json_schema", "metadata", "route",
-           "callback_url", "stream")  # fmt: skip
+           "callback_url", "stream", "deadline_seconds")  # fmt: skip
 
 
 class BodyTimeoutError(Exception):
@@ -56,6 +57,19 @@ def _integer(name: str, value: Any) -> int:
     raise ValueError(f"`{name}` must be a whole number, got {value!r}")
 
 
+def _seconds(name: str, value: Any) -> float:
+    # JSON gives numbers, forms give text; a bool, 0, a negative, NaN or infinity is a mistake.
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        seconds = float(value)
+    except (ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"`{name}` must be a positive number of seconds, got {value!r}"[:200])
+    return seconds
+
+
 def _boolean(name: str, value: Any) -> bool:
     # JSON gives true/false, forms give text; a number or "maybe" is a mistake, not a choice.
     if isinstance(value, bool):
@@ -82,6 +96,8 @@ def _request_from(fields: dict[str, Any], images: list[ImageInput]) -> SubmitReq
         opts["dedup"] = opts["dedup"].lower() not in ("0", "false", "no")
     if "stream" in opts:
         opts["stream"] = _boolean("stream", opts["stream"])
+    if "deadline_seconds" in opts:  # the client caps it (image TTL) as it does its own callers'
+        opts["deadline_seconds"] = _seconds("deadline_seconds", opts["deadline_seconds"])
     for k in ("json_schema", "metadata"):
         if isinstance(opts.get(k), str):
             opts[k] = json.loads(opts[k])

@@ -47,6 +47,7 @@ from shared.loop_thread import LoopThread
 from shared.redact import redact_source
 from shared.settings import Settings
 from shared.storage import ImageStore, JobEvents, ResultStore, build_stores, iter_results
+from shared.tenant_ids import check_job_id, unscope
 from shared.vision_tokens import Detail
 
 ImageLike = str | bytes | os.PathLike[str]
@@ -84,6 +85,24 @@ class SubmitRequest:
     tenant: str | None = None  # issue 11: set by the HTTP API from the caller's key
     callback_url: str | None = None  # issue 11: POST the final document here (signed)
     stream: bool = False  # issue 11: publish the output text as it streams (vision jobs only)
+
+
+def check_request_id(req: SubmitRequest) -> None:
+    """InvalidJobError unless ``req.job_id`` is None or an id the HTTP API accepts.
+
+    An id is a Redis key and, through the API, a tenant's name for its job: one with control
+    characters, 200+ characters or ``~`` (the tenant separator: ``acme~x`` would be tenant
+    acme's job ``x``) is refused. With ``tenant`` set (the API), it is that tenant's scoped id.
+    """
+    job_id = req.job_id
+    if job_id is None:
+        return
+    own = unscope(req.tenant, job_id) if isinstance(job_id, str) else None
+    if own is None or not check_job_id(own):
+        raise errors.InvalidJobError(
+            "`job_id` is 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-' "
+            f"(got {str(job_id)[:60]!r}{'...' if len(str(job_id)) > 60 else ''})"
+        )
 
 
 def _describe(value: ImageLike) -> str | None:
@@ -148,7 +167,8 @@ class AsyncClient:
     async def submit(
         self, images: Sequence[ImageLike | ImageInput], prompt: str, **options: Any
     ) -> str:
-        """Enqueue one job; returns its id. Bad input gives a failed job, never an exception."""
+        """Enqueue one job; returns its id. Bad input gives a failed job; a bad ``job_id``
+        (which could not name that record) raises InvalidJobError."""
         return (await self.submit_many([SubmitRequest(images=images, prompt=prompt, **options)]))[0]
 
     async def submit_many(self, requests: Iterable[SubmitRequest]) -> list[str]:
@@ -156,7 +176,12 @@ class AsyncClient:
 
         Raises StorageUnavailableError when Redis/S3 or the broker cannot be reached; the jobs
         it could not enqueue are then forgotten, so the same ids can be submitted again.
+        Raises InvalidJobError for a ``job_id`` the API would not accept, before any job of
+        the call is stored (``check_request_id``).
         """
+        requests = list(requests)
+        for req in requests:
+            check_request_id(req)
         images, results, events = self._connect()
         ids: list[str] = []
         to_send: list[Job] = []

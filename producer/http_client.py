@@ -9,27 +9,44 @@ URLs; URLs are passed on for the workers to fetch.
 ...     job_id = c.submit(["photo.jpg"], "What is in this image?", priority="bulk")
 ...     print(c.wait(job_id, timeout=60).output_text)
 
+``events`` follows one job as it runs: a ``StatusEvent`` (the job as a ``Result``) at each status
+change, and for a job submitted with ``stream=True`` the text as it comes (``DeltaEvent``):
+
+>>> from imgq import DeltaEvent, HttpClient
+>>> with HttpClient("https://imgq.internal", api_key="imgq_...") as c:  # doctest: +SKIP
+...     job_id = c.submit(["photo.jpg"], "What is in this image?", stream=True)
+...     for event in c.events(job_id):  # ends after the final status
+...         if isinstance(event, DeltaEvent):
+...             print(event.text, end="", flush=True)
+...         elif event.job.done:
+...             print(f"\n[{event.job.status}]")
+
 Errors from the API raise ``ApiError`` with its stable ``code``, HTTP status and request id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
+from producer.http_events import DeltaEvent, EventOrder, JobEvent, SseParser, StatusEvent
 from shared.errors import ImgqError
 from shared.images.formats import MIME, sniff
 from shared.jobs import Result
 from shared.loop_thread import LoopThread
 
 ImageLike = str | bytes | os.PathLike[str]
+# The API sends a keep-alive every 15 s on an event stream: a read silent this long is a dead one.
+EVENTS_READ_SECONDS = 45.0
+RECONNECT_PAUSE = 1.0  # the least time between two connections of one event stream
 
 
 class ApiError(ImgqError):
@@ -39,6 +56,17 @@ class ApiError(ImgqError):
         super().__init__(message, code=code)
         self.status = status
         self.request_id = request_id
+
+
+async def _api_error(resp: aiohttp.ClientResponse) -> ApiError:
+    """The error an answer >= 400 carries (a body that is not the API's: its HTTP reason)."""
+    try:
+        doc = await resp.json(content_type=None)
+    except ValueError:  # e.g. a proxy's HTML page
+        doc = None
+    err = (doc.get("error") if isinstance(doc, dict) else None) or {}
+    return ApiError(resp.status, str(err.get("code", "http_error")),
+                    str(err.get("message", resp.reason)), resp.headers.get("X-Request-Id"))  # fmt: skip
 
 
 def _image(value: ImageLike) -> str:
@@ -74,13 +102,9 @@ class AsyncHttpClient:
     ) -> Any:
         budget = aiohttp.ClientTimeout(total=timeout or self._timeout)
         async with self._http().request(method, self._base + path, timeout=budget, **kw) as resp:
-            doc = await resp.json(content_type=None)
             if resp.status >= 400:
-                err = (doc or {}).get("error") or {}
-                raise ApiError(resp.status, str(err.get("code", "http_error")),
-                               str(err.get("message", resp.reason)),
-                               resp.headers.get("X-Request-Id"))  # fmt: skip
-            return doc
+                raise await _api_error(resp)
+            return await resp.json(content_type=None)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -143,6 +167,37 @@ class AsyncHttpClient:
         doc = await self._call("GET", "/v1/jobs", params=params)
         return [Result.model_validate(d) for d in doc["jobs"]], doc["next_cursor"]
 
+    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """The job's events until its final status: ``StatusEvent`` at each status change,
+        ``DeltaEvent`` with the text of a ``stream`` job as it comes (from when this connects).
+
+        The API ends a stream after some minutes (MAX_STREAM_SECONDS); it is reconnected here.
+        ``ApiError`` for an unknown job (404: another tenant's too) or a refused key (401).
+        """
+        order = EventOrder()
+        budget = aiohttp.ClientTimeout(
+            total=None, connect=self._timeout, sock_read=max(self._timeout, EVENTS_READ_SECONDS)
+        )
+        url = f"{self._base}/v1/jobs/{job_id}/events"
+        while True:
+            opened = time.monotonic()
+            parser = SseParser()
+            async with self._http().get(
+                url, timeout=budget, headers={"Accept": "text/event-stream"}
+            ) as resp:
+                if resp.status >= 400:
+                    raise await _api_error(resp)
+                async for chunk in resp.content.iter_any():
+                    for name, data in parser.feed(chunk):
+                        for event in order.accept(name, data):
+                            yield event
+                    if order.done:
+                        return
+            # Ended before the final status: the API's time limit. A job deleted meanwhile
+            # answers 404 on the next connection; a server ending streams at once is not
+            # hammered.
+            await asyncio.sleep(max(0.0, opened + RECONNECT_PAUSE - time.monotonic()))
+
 
 class HttpClient:
     """The synchronous HTTP client: the async one on a private event-loop thread."""
@@ -171,6 +226,22 @@ class HttpClient:
     ) -> tuple[list[Result], str | None]:
         return self._loop.run(self._async.list(status=status, limit=limit, cursor=cursor))
 
+    def events(self, job_id: str) -> Iterator[JobEvent]:
+        """``AsyncHttpClient.events`` as a plain iterator (each step on this client's loop)."""
+        agen = self._async.events(job_id)
+
+        async def step() -> JobEvent:
+            return await agen.__anext__()
+
+        try:
+            while True:
+                try:
+                    yield self._loop.run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._loop.run(agen.aclose())  # type: ignore[attr-defined]
+
     def close(self) -> None:
         self._loop.run(self._async.aclose())
         self._loop.stop()
@@ -184,4 +255,12 @@ class HttpClient:
         self.close()
 
 
-__all__ = ["ApiError", "AsyncHttpClient", "HttpClient", "job_body"]
+__all__ = [
+    "ApiError",
+    "AsyncHttpClient",
+    "DeltaEvent",
+    "HttpClient",
+    "JobEvent",
+    "StatusEvent",
+    "job_body",
+]

@@ -70,6 +70,12 @@ SUBMIT = {
             "maxLength": 2048,
             "description": "POST the final document here, signed (Imgq-Signature)",
         },
+        "deadline_seconds": {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "description": "the job fails `expired` when not finished this many seconds after "
+            "submit; default IMGQ_JOB_DEADLINE_SECONDS, at most IMGQ_IMAGE_TTL_SECONDS (24 h)",
+        },
         "stream": {
             "type": "boolean",
             "description": "call the model streaming and send the text as it comes as `delta` "
