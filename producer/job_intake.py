@@ -7,6 +7,7 @@ Recording the queued job and sending it stay with the client, which owns the con
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -52,6 +53,12 @@ async def build_job(
     """
     s = settings
     limits = AdmissionLimits.from_settings(s)
+    d = req.deadline_seconds
+    if d is not None and (isinstance(d, bool) or not isinstance(d, int | float)
+                          or not math.isfinite(d) or d <= 0):  # fmt: skip
+        raise errors.InvalidJobError(
+            f"`deadline_seconds` must be a positive number, got {d!r}"[:200]
+        )
     if req.stream and (req.kind != "analyze" or req.route == "batch"):
         raise errors.InvalidJobError(
             "`stream` is for vision jobs answered online (not image generation or route batch)"

@@ -49,3 +49,15 @@ def test_good_ids_and_the_api_s_scoped_ids_are_accepted(stack: Stack) -> None:
             with pytest.raises(InvalidJobError):
                 c.submit_many([req])
         assert c.get("acme~order-7") is not None and c.get("other~order-7") is None
+
+
+@pytest.mark.parametrize("deadline", [0, -1.0, float("nan"), float("inf"), True, "soon"])
+def test_a_bad_deadline_fails_the_job_without_a_run(stack: Stack, deadline: object) -> None:
+    """Like the HTTP API's 400: the job is a failed `invalid_job` record (bad input, not an error)."""
+    url = stack.idle_redis_url()
+    with Client(Settings(redis_url=url)) as c:
+        job_id = c.submit([make_image(447)], PROMPT, deadline_seconds=deadline)
+        res = c.get(job_id)
+    assert res is not None and res.status == "failed"
+    assert res.error is not None and res.error.code == "invalid_job"
+    assert "deadline_seconds" in res.error.message
