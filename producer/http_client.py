@@ -228,19 +228,7 @@ class HttpClient:
 
     def events(self, job_id: str) -> Iterator[JobEvent]:
         """``AsyncHttpClient.events`` as a plain iterator (each step on this client's loop)."""
-        agen = self._async.events(job_id)
-
-        async def step() -> JobEvent:
-            return await agen.__anext__()
-
-        try:
-            while True:
-                try:
-                    yield self._loop.run(step())
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._loop.run(agen.aclose())  # type: ignore[attr-defined]
+        return self._loop.iterate(self._async.events(job_id))
 
     def close(self) -> None:
         self._loop.run(self._async.aclose())

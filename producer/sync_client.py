@@ -53,19 +53,7 @@ class Client:
     def as_completed(
         self, job_ids: Iterable[str], timeout: float | None = None
     ) -> Iterator[Result]:
-        agen = self._async.as_completed(list(job_ids), timeout)
-
-        async def next_result() -> Result:
-            return await agen.__anext__()
-
-        try:
-            while True:
-                try:
-                    yield self._loop.run(next_result())
-                except StopAsyncIteration:
-                    return
-        finally:
-            self._loop.run(agen.aclose())  # type: ignore[attr-defined]
+        return self._loop.iterate(self._async.as_completed(list(job_ids), timeout))
 
     def close(self) -> None:
         self._loop.run(self._async.aclose())

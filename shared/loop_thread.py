@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -72,6 +72,32 @@ class LoopThread:
                 raise
             fut.cancel()
             raise TimeoutError(f"coroutine did not finish within {timeout}s") from None
+
+    def iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """Iterate ``agen`` (made for this loop) from sync code; an async generator is closed on exit.
+
+        >>> lt = LoopThread(name="doc")
+        >>> async def count(n):
+        ...     for i in range(n):
+        ...         yield i
+        >>> list(lt.iterate(count(3)))
+        [0, 1, 2]
+        >>> lt.stop()
+        """
+
+        async def step() -> T:
+            return await agen.__anext__()
+
+        try:
+            while True:
+                try:
+                    yield self.run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                self.run(aclose())
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel what is still running, stop the loop and join the thread."""
