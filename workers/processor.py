@@ -203,7 +203,7 @@ async def _run(job: Job, result: Result, lease: Lease, deps: WorkerDeps) -> Resu
         estimate = prompt_tokens([job.prompt], tokens)
     else:
         estimate = await off_loop(deps, prompt_tokens, [job.prompt], tokens)
-    result.usage.image_tokens = sum(p.tokens for p in images)
+    result.usage.image_tokens = sum(tokens)
     result.usage.estimated_input_tokens = estimate
     if not job.dedup:
         return await _call_with_retries(job, result, lease, images, estimate, deps)
