@@ -38,15 +38,21 @@ def test_simulator_bucket_refills_continuously(simulator_factory: Callable[..., 
     second = parse_ratelimit_headers(_call(client, 50).headers)
     assert second.remaining_tokens == 60000 - cost  # refilled to full meanwhile, minus this one
     # spend most of the bucket: remaining then grows between requests at limit/60 per second
+    t0 = time.monotonic()
     big = parse_ratelimit_headers(_call(client, 59000).headers)
+    t1 = time.monotonic()
     assert big.remaining_tokens is not None and big.remaining_tokens < 1000
     assert big.reset_tokens_s is not None and 58 < big.reset_tokens_s < 60
     time.sleep(1.0)
+    t2 = time.monotonic()
     after = parse_ratelimit_headers(_call(client, 10).headers)
+    t3 = time.monotonic()
     assert after.remaining_tokens is not None
     small = cost - 40  # the same prompt with max_tokens 10 instead of 50
     refill = after.remaining_tokens - big.remaining_tokens + small
-    assert 1000 <= refill <= 1300  # ~1 s at 1000 tokens/s (plus the answer's own time)
+    # 1000 tokens/s over the time between the two admissions, which lies between the gap of the
+    # two calls (t2 - t1) and their whole span (t3 - t0): bounds from our own clock, not a guess.
+    assert 1000 * (t2 - t1) - 5 <= refill <= 1000 * (t3 - t0) + 5
     # a request that does not fit now: 429, nothing taken, retry-after = until it fits
     with pytest.raises(openai.RateLimitError) as err:
         _call(client, 5000)
