@@ -121,12 +121,7 @@ async def _reserve(
         raise errors.QuotaExceededError(
             f"model {opts.model!r} has no price: a budget cannot cover it"
         )
-    got = await deps.budgets.reserve(key, job_id, estimate)
-    if not got.ok:
-        raise errors.BudgetExceededError(
-            f"this API key's {key.policy.budget_period} budget of ${got.limit_usd:.2f} is spent "
-            f"(${got.spent_usd:.4f} used or reserved; this job needs up to ${estimate:.4f})"
-        )
+    await deps.budgets.reserve_or_refuse(key, job_id, estimate)
     return True
 
 

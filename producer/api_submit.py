@@ -99,12 +99,7 @@ async def _reserve(deps: ApiDeps, key: ApiKey, req: SubmitRequest, job_id: str) 
         raise errors.QuotaExceededError(
             f"model {model[:80]!r} has no price in the catalogue: a key with a budget cannot use it"
         )
-    got = await deps.budgets.reserve(key, job_id, estimate)
-    if not got.ok:
-        raise errors.BudgetExceededError(
-            f"this API key's {key.policy.budget_period} budget of ${got.limit_usd:.2f} is spent "
-            f"(${got.spent_usd:.4f} used or reserved; this job needs up to ${estimate:.4f})"
-        )
+    await deps.budgets.reserve_or_refuse(key, job_id, estimate)
 
 
 async def submit_for(

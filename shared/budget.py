@@ -31,6 +31,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from shared.catalogue import Catalogue
+from shared.errors import BudgetExceededError
 from shared.generation import TOOL_MODEL, GenerationOptions
 from shared.image_models import (
     GPT_IMAGE_INPUT_BASE,
@@ -155,6 +156,15 @@ class Budgets:
     async def reserve(self, key: ApiKey, job_id: str, amount_usd: float) -> Reservation:
         """Count ``amount_usd`` for ``job_id`` if it fits the key's budget (idempotent per job)."""
         return await self._reserve_micro(key, job_id, to_micro(amount_usd))
+
+    async def reserve_or_refuse(self, key: ApiKey, job_id: str, amount_usd: float) -> None:
+        """``reserve``, or BudgetExceededError (before any call) when it does not fit."""
+        got = await self.reserve(key, job_id, amount_usd)
+        if not got.ok:
+            raise BudgetExceededError(
+                f"this API key's {key.policy.budget_period} budget of ${got.limit_usd:.2f} is spent "
+                f"(${got.spent_usd:.4f} used or reserved; this job needs up to ${amount_usd:.4f})"
+            )
 
     async def _reserve_micro(self, key: ApiKey, job_id: str, amount: int) -> Reservation:
         day, month = period_keys(key.id)
