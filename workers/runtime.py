@@ -26,6 +26,7 @@ from shared.limiter import AdaptiveConcurrency, LimitsConfig, RedisLimiter, key_
 from shared.loop_lag import LoopLagMonitor
 from shared.loop_thread import LoopThread
 from shared.metrics import Metrics
+from shared.redis_coalesce import CoalescingRedis
 from shared.settings import Settings
 from shared.storage import build_stores
 from workers.batcher import Batcher, start_batcher
@@ -84,7 +85,8 @@ class WorkerRuntime:
         pool = aioredis.BlockingConnectionPool.from_url(
             self.redis_url, max_connections=max(16, s.worker_concurrency // 4), timeout=30
         )
-        r = aioredis.Redis(connection_pool=pool)
+        # One round trip for the commands of every job on this loop turn (shared/redis_coalesce.py).
+        r = CoalescingRedis(connection_pool=pool)
         images, results, events = build_stores(s, r)
         api_key = s.openai_api_key.get_secret_value() if s.openai_api_key else PLACEHOLDER_API_KEY
         client = openai.AsyncOpenAI(
@@ -181,8 +183,10 @@ class WorkerRuntime:
         per_attempt = s.request_timeout_seconds + MAX_RETRY_AFTER_SECONDS
         return s.capacity_wait_seconds + s.max_attempts * per_attempt + 60
 
-    def run_job(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Run one job to its terminal result (called from a Celery pool thread).
+    def run_job(self, payload: dict[str, Any]) -> str | None:
+        """Run one job to its terminal result; its status (called from a Celery pool thread).
+
+        The Result itself is in the result store: nothing else is serialised here.
 
         Raises what the task must hand back to the broker (see workers/tasks.py).
         """
@@ -194,7 +198,7 @@ class WorkerRuntime:
             job_id = payload.get("job_id") if isinstance(payload, dict) else None
             if isinstance(job_id, str) and job_id:
                 self._loop.run(self._fail_malformed(job_id), timeout=60)
-            return {}
+            return None
         deps = self.deps()
         try:
             result = self._loop.run(process_job(job, deps), timeout=self.max_job_seconds())
@@ -202,7 +206,7 @@ class WorkerRuntime:
             raise DeliveryError(
                 f"the job did not finish within {self.max_job_seconds():.0f}s", deliveries=1
             ) from exc
-        return result.model_dump(mode="json")
+        return result.status
 
     async def _fail_malformed(self, job_id: str) -> None:
         deps = self.deps()
