@@ -10,7 +10,8 @@ Side by side in one run, medians of several runs, against the real simulator (it
    same broker with the same Celery config (threads pool, same concurrency, late acks, prefetch 1)
    whose task only RPUSHes to a Redis list. Two more bare workers locate the cost: one hands an
    empty coroutine to a loop thread (imgq's hand-off), one makes one ``call_openai`` call there.
-   Target: imgq >= 0.5x bare Celery. Runs are interleaved; ratios are medians of per-run ratios.
+   Target: imgq >= 0.35x bare Celery (issue 12). Runs are interleaved; ratios are medians of
+   per-run ratios.
 2. Added latency at light load (one job at a time): finished_at - queued_at - api_seconds from the
    Result's timings, and the client's submit->result wall time - api_seconds. Target: p50 < 10 ms.
 3. Client efficiency: CPU seconds per API call (``time.process_time()`` in a process of its own)
@@ -69,6 +70,8 @@ BARE_TASK = "bench.bare"
 BARE_QUEUES = {"noop": "bench_noop", "handoff": "bench_handoff", "call": "bench_call"}
 API_KEY = "sk-bench-not-a-real-key"
 TIMEOUT_S = 120.0  # imgq's default request timeout
+# Issue 12's target (the first overhead issue asked 0.5x; 0.21x was measured when #12 was filed).
+THROUGHPUT_TARGET = 0.35
 
 
 @dataclass(frozen=True)
@@ -483,7 +486,8 @@ def report(plan: Plan, quick: bool, pipe: dict[str, Any], clients: list[dict[str
         f"| **ratio imgq / SDK default** (median of per-run ratios; of the medians: "
         f"{cpu('imgq', 500) / cpu('sdk', 500):.2f}x) | **{cpu_ratio:.2f}x** | | |",
         "",
-        f"Targets: throughput ≥ 0.5x bare Celery: {_verdict(ratio >= 0.5)} ({ratio:.2f}x); "
+        f"Targets: throughput ≥ {THROUGHPUT_TARGET}x bare Celery: "
+        f"{_verdict(ratio >= THROUGHPUT_TARGET)} ({ratio:.2f}x); "
         f"p50 added latency < 10 ms: by worker timings {_verdict(lat['lat_server'][0] < 10)} "
         f"({lat['lat_server'][0]:.1f} ms), by client wall {_verdict(lat['lat_wall'][0] < 10)} "
         f"({lat['lat_wall'][0]:.1f} ms); CPU per call "

@@ -168,6 +168,9 @@ async def _submit(
     refused = result is not None and result.status == "failed" and not result.timings.started_at
     if reserved and refused:
         await deps.budgets.release(job_id)
+    if not refused:
+        label = deps.catalogue.canonical(opts.model)  # bounded: never a caller-chosen label value
+        deps.metrics.jobs_submitted_total.labels(model=label, priority=priority).inc()
     doc = result.model_dump(mode="json") if result else {"job_id": job_id, "status": "queued"}
     return web.json_response(doc, status=202)
 

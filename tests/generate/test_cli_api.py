@@ -117,3 +117,11 @@ async def test_http_generation_and_multipart_edit(
     assert doc["status"] == "failed" and doc["error"]["code"] == "invalid_job"
     unknown = await api.post("/v1/images/generations", json={"prompt": "x", "colour": "red"})
     assert unknown.status == 400
+    # The two accepted jobs are counted like vision jobs; the refused ones are not.
+    text = await (await api.get("/metrics")).text()
+    submitted = [
+        line for line in text.splitlines() if line.startswith("imgq_jobs_submitted_total{")
+    ]
+    assert submitted == [
+        'imgq_jobs_submitted_total{model="gpt-image-1",priority="interactive"} 2.0'
+    ], submitted
