@@ -37,7 +37,14 @@ from typing import Any
 
 import aiohttp
 
-from producer.http_events import DeltaEvent, EventOrder, JobEvent, SseParser, StatusEvent
+from producer.http_events import (
+    DeltaEvent,
+    EventOrder,
+    EventStreamError,
+    JobEvent,
+    SseParser,
+    StatusEvent,
+)
 from shared.errors import ImgqError
 from shared.images.formats import MIME, sniff
 from shared.jobs import Result
@@ -188,7 +195,14 @@ class AsyncHttpClient:
                 if resp.status >= 400:
                     raise await _api_error(resp)
                 async for chunk in resp.content.iter_any():
-                    for name, data in parser.feed(chunk):
+                    try:
+                        parsed = parser.feed(chunk)
+                    except EventStreamError as exc:
+                        raise ApiError(
+                            resp.status, "bad_event_stream", f"the event stream: {exc}",
+                            resp.headers.get("X-Request-Id"),
+                        ) from exc  # fmt: skip
+                    for name, data in parsed:
                         for event in order.accept(name, data):
                             yield event
                     if order.done:

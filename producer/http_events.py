@@ -40,12 +40,22 @@ from typing import Any
 from shared.jobs import Result
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+# One event is at most a job's document: its answer (bounded by max_output_tokens), capped
+# metadata and sources. A stream that sends more without ending an event is not the API's.
+MAX_EVENT_CHARS = 16 * 2**20
+
+
+class EventStreamError(ValueError):
+    """The stream broke the format's bounds (an event over ``MAX_EVENT_CHARS``)."""
 
 
 class SseParser:
-    """Bytes in, ``(event type, data)`` out, per complete event."""
+    """Bytes in, ``(event type, data)`` out, per complete event (``EventStreamError`` past
+    ``max_event_chars`` in one event: memory stays bounded whatever the server sends)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_chars: int | None = None) -> None:
+        self._max = max_event_chars or MAX_EVENT_CHARS
+        self._size = 0  # characters of the event being read (its lines so far)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._started = False
@@ -66,14 +76,20 @@ class SseParser:
                 out.append(event)
             start = m.end()
         self._pending = self._pending[start:]
+        if self._size + len(self._pending) > self._max:
+            raise EventStreamError(f"an event of more than {self._max} characters")
         return out
 
     def _line(self, line: str) -> tuple[str, str] | None:
         if not line:  # a blank line ends the event; one without data is no event
             event, data, self._event, self._data = self._event, self._data, "", []
+            self._size = 0
             return (event or "message", "\n".join(data)) if data else None
         if line.startswith(":"):
             return None  # a comment: keep-alive
+        self._size += len(line)
+        if self._size > self._max:
+            raise EventStreamError(f"an event of more than {self._max} characters")
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "event":

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from imgq import ApiError, AsyncHttpClient, DeltaEvent, HttpClient, StatusEvent
-from producer import http_client
-from producer.http_events import JobEvent
+from producer import http_client, http_events
+from producer.http_events import EventStreamError, JobEvent, SseParser
 from tests.api.conftest import ApiStack
 from tests.conftest import ROOT, start_simulator, stop_simulator
 from tests.pipeline.conftest import make_image
@@ -170,3 +170,27 @@ async def test_a_job_gone_between_streams_raises_not_found(monkeypatch: pytest.M
                 got.append(event)
     assert info.value.status == 404 and info.value.code == "not_found"
     assert got == [StatusEvent(got[0].job), DeltaEvent(1, 0, "Hel")]  # type: ignore[union-attr]
+
+
+def test_the_parser_bounds_one_event_whatever_the_server_sends() -> None:
+    parser = SseParser(max_event_chars=100)
+    assert parser.feed(b"data: " + b"x" * 80 + b"\n\n") == [("message", "x" * 80)]
+    with pytest.raises(EventStreamError):  # many lines, one event
+        for _ in range(10):
+            parser.feed(b"data: " + b"y" * 20 + b"\n")
+    with pytest.raises(EventStreamError):  # one line that never ends
+        SseParser(max_event_chars=100).feed(b"data: " + b"z" * 200)
+
+
+async def test_an_endless_event_fails_the_stream_with_a_typed_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(http_events, "MAX_EVENT_CHARS", 1000)
+    endless = [[_sse("status", '{"job_id": "j", "status": "running"}'), b"data: " + b"a" * 5000]]
+    async with _scripted(endless, []) as url, AsyncHttpClient(url, api_key="k") as c:
+        got: list[JobEvent] = []
+        with pytest.raises(ApiError) as info:
+            async for event in c.events("j"):
+                got.append(event)
+    assert info.value.code == "bad_event_stream"
+    assert len(got) == 1 and isinstance(got[0], StatusEvent)
