@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from producer.client import ImageInput, SubmitRequest
 
@@ -111,10 +112,20 @@ async def form_parts(
     # aiohttp caps each part, not their sum: count the total ourselves.
     total = 0
     reader = await request.multipart()
-    async for part in reader:
+    parts = aiter(reader)
+    while True:
+        try:  # a part whose headers do not parse is the caller's error, not ours (not a 500)
+            part = await anext(parts)
+        except StopAsyncIteration:
+            return
+        except HttpProcessingError as exc:
+            raise ValueError(f"a part of the multipart body is malformed: {exc.message}") from exc
         if not isinstance(part, BodyPartReader):
             continue
-        data = bytes(await part.read(decode=True))
+        try:
+            data = bytes(await part.read(decode=True))
+        except RuntimeError as exc:  # aiohttp: an unknown Content-(Transfer-)Encoding
+            raise ValueError(f"a part of the multipart body cannot be decoded: {exc}") from exc
         total += len(data)
         if total > max_body:
             raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=total)

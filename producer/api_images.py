@@ -29,7 +29,7 @@ from aiohttp import web
 
 from producer.api_body import form_parts, form_text
 from producer.api_edge import API_KEY
-from producer.api_jobs import DEPS
+from producer.api_jobs import DEPS, check_callback
 from producer.api_scope import scoped_fields
 from producer.api_submit import ApiDeps, check_quota, record_refused
 from producer.client import AsyncClient, SubmitRequest
@@ -38,9 +38,10 @@ from shared import errors
 from shared.budget import estimate_generation_usd
 from shared.errors import ImgqError, StorageUnavailableError
 from shared.generation import GenerationOptions, Kind, check_options
+from shared.images.fetch import AllowList
 from shared.tenants import ApiKey
 
-_JOB_FIELDS = ("prompt", "metadata", "priority", "job_id", "tenant")
+_JOB_FIELDS = ("prompt", "metadata", "priority", "job_id", "tenant", "callback_url")
 _INT_FIELDS = ("n", "output_compression")
 _MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -140,6 +141,16 @@ async def _submit(
         return _bad(f"unknown field(s): {', '.join(sorted(unknown))}")
     prompt = job.pop("prompt")
     job_id = job["job_id"]  # scoped_fields always sets one
+    callback = job.get("callback_url")
+    if callback is not None:  # issue 11's webhooks, for picture jobs too; the SSRF guard first
+        allow = AllowList(deps.settings.fetch_allow_hosts)
+        problem = (
+            await check_callback(callback, allow)
+            if isinstance(callback, str)
+            else "`callback_url` is an http(s) URL of at most 2048 characters"
+        )
+        if problem is not None:
+            return _bad(problem)
     reserved = False
     try:
         existing = await client.get(job_id)

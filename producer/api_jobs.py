@@ -94,11 +94,11 @@ async def _check(req: SubmitRequest, allow: AllowList) -> str | None:
     if req.model is not None and len(req.model) > 100:
         return "`model` is at most 100 characters"
     if req.callback_url is not None:
-        return await _check_callback(req.callback_url, allow)
+        return await check_callback(req.callback_url, allow)
     return None
 
 
-async def _check_callback(raw: str, allow: AllowList) -> str | None:
+async def check_callback(raw: str, allow: AllowList) -> str | None:
     """The SSRF guard of image URLs, at submit (the worker checks again at each delivery)."""
     try:
         url = URL(raw)

@@ -189,7 +189,7 @@ class AsyncClient:
     # -- image generation (issue 15) ------------------------------------------------------------
     async def generate(self, prompt: str, **options: Any) -> str:
         """Enqueue an image generation job: Images API options (model, n, size, quality, ...)
-        and job fields (metadata, priority, job_id) as keywords. Returns the job id.
+        and job fields (metadata, priority, job_id, callback_url) as keywords. Returns the job id.
 
         ``responses_model="gpt-4.1-mini"`` generates through the Responses API's
         image_generation tool on that model instead of the Images API (one image per job)."""

@@ -93,12 +93,14 @@ async def build_generation_job(
     trusted: bool,
     responses_model: str | None = None,
     tenant: str | None = None,
+    callback_url: str | None = None,
 ) -> Job:
     """The job to enqueue; raises a typed PermanentError for anything the API would refuse.
 
     ``responses_model``: generate through the Responses API's image_generation tool on that
     model (one picture per call) instead of the Images API. ``tenant``: the API key's (issue
     11): the worker settles the tenant's budget and weighs its fair share by it.
+    ``callback_url``: where the worker POSTs the final document (signed; issue 11's webhooks).
     """
     check_prompt(prompt)
     edit = kind == "edit"
@@ -140,6 +142,7 @@ async def build_generation_job(
             priority=priority,
             dedup=False,  # each generation is a new picture: never answered from another job
             tenant=tenant,
+            callback_url=callback_url,
         )
     except ValueError as exc:
         raise errors.InvalidJobError(f"invalid job: {exc}") from exc

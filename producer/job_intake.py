@@ -79,6 +79,7 @@ async def build_job(
             trusted=trusted,
             responses_model=req.responses_model,
             tenant=req.tenant,  # issue 11: the budget is settled by tenant jobs only
+            callback_url=req.callback_url,
         )
     model = req.model or s.default_model
     max_output_tokens = req.max_output_tokens or s.default_max_output_tokens

@@ -16,114 +16,19 @@ from typing import Any
 
 from aiohttp import web
 
+from producer.openapi_schemas import (
+    BATCH_ITEM,
+    BINARY,
+    DELTA,
+    EDIT,
+    ERROR,
+    ERROR_DETAIL,
+    GENERATE,
+    IMAGE,
+    SSE_EVENT,
+    SUBMIT,
+)
 from shared.jobs import Result
-
-ERROR_DETAIL = {
-    "type": "object",
-    "required": ["code", "message", "request_id"],
-    "properties": {
-        "code": {"type": "string", "description": "stable, e.g. not_found, unauthorized"},
-        "message": {"type": "string"},
-        "request_id": {"type": "string"},
-    },
-}
-ERROR = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {"$ref": "#/components/schemas/ErrorDetail"}},
-}
-_JOB_ID = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"}
-IMAGE = {
-    "oneOf": [
-        {"type": "string", "description": "https URL, data URL or base64"},
-        {
-            "type": "object",
-            "properties": {
-                "url": {"type": "string"},
-                "data": {"type": "string"},
-                "base64": {"type": "string"},
-                "detail": {"enum": ["auto", "low", "high"]},
-            },
-        },
-    ]
-}
-SUBMIT = {
-    "type": "object",
-    "required": ["prompt"],
-    "additionalProperties": False,
-    "properties": {
-        "images": {"type": "array", "items": {"$ref": "#/components/schemas/Image"}},
-        "prompt": {"type": "string", "minLength": 1},
-        "model": {"type": "string", "maxLength": 100},
-        "detail": {"enum": ["auto", "low", "high"]},
-        "api": {"enum": ["chat", "responses"]},
-        "max_output_tokens": {"type": "integer", "minimum": 1},
-        "max_image_tokens": {"type": "integer", "minimum": 1},
-        "priority": {"enum": ["interactive", "bulk"]},
-        "route": {"enum": ["online", "batch", "auto"]},
-        "job_id": _JOB_ID,
-        "dedup": {"type": "boolean"},
-        "json_schema": {"type": "object"},
-        "metadata": {"type": "object"},
-        "callback_url": {
-            "type": "string",
-            "maxLength": 2048,
-            "description": "POST the final document here, signed (Imgq-Signature)",
-        },
-        "deadline_seconds": {
-            "type": "number",
-            "exclusiveMinimum": 0,
-            "description": "the job fails `expired` when not finished this many seconds after "
-            "submit; default IMGQ_JOB_DEADLINE_SECONDS, at most IMGQ_IMAGE_TTL_SECONDS (24 h)",
-        },
-        "stream": {
-            "type": "boolean",
-            "description": "call the model streaming and send the text as it comes as `delta` "
-            "events on /v1/jobs/{job_id}/events (vision jobs answered online; the result is "
-            "the same document)",
-        },
-    },
-}
-BATCH_ITEM = {
-    "type": "object",
-    "required": ["index", "status"],
-    "properties": {
-        "index": {"type": "integer"},
-        "status": {"type": "integer"},
-        "job": {"$ref": "#/components/schemas/Result"},
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        },
-    },
-}
-
-# Each server-sent event: ``event: status`` with ``data:`` the job document as JSON, or (a job
-# submitted with ``stream``) ``event: delta`` with ``data:`` a Delta as JSON.
-SSE_EVENT = {
-    "type": "object",
-    "properties": {"event": {"enum": ["status", "delta"]}, "data": {"type": "string"}},
-}
-DELTA = {
-    "type": "object",
-    "required": ["attempt", "offset", "text"],
-    "properties": {
-        "attempt": {
-            "type": "integer",
-            "minimum": 1,
-            "description": "the API attempt the text belongs to; a retried call starts again at "
-            "offset 0 with the next attempt (drop the text of earlier attempts)",
-        },
-        "offset": {
-            "type": "integer",
-            "minimum": 0,
-            "description": "where `text` starts in the attempt's output, in characters (Unicode "
-            "code points): an offset past what you have means you missed some",
-        },
-        "text": {"type": "string"},
-    },
-}
 
 
 def _json(ref: str) -> dict[str, Any]:
@@ -188,6 +93,10 @@ def _paths() -> dict[str, Any]:
         {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}},
     ]
     public: dict[str, Any] = {"security": []}
+    picture_answers = {
+        "200": _answer("the job id was known: the job as it stands", "Result"),
+        "202": _answer("accepted (or refused at submit: status failed)", "Result"),
+    }
     return {
         "/healthz": {"get": _op("Liveness (Redis reachable); no key", probe, **public)},
         "/readyz": {"get": _op("Readiness; no key", probe, **public)},
@@ -245,6 +154,49 @@ def _paths() -> dict[str, Any]:
                 },
             ),
         },
+        "/v1/images/generations": {
+            "post": _op(
+                "Submit an image generation job (the Images API; the pictures are the job's "
+                "`images`, read them from /v1/jobs/{job_id}/images/{index})",
+                picture_answers,
+                requestBody={"required": True, "content": _json("GenerateJob")},
+            )
+        },
+        "/v1/images/edits": {
+            "post": _op(
+                "Submit an image edit job (multipart/form-data: `image` files, an optional "
+                "`mask`, and the fields)",
+                picture_answers,
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EditJob"}}
+                    },
+                },
+            )
+        },
+        "/v1/jobs/{job_id}/images/{index}": {
+            "parameters": [
+                _job_param(),
+                {
+                    "name": "index",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            ],
+            "get": _op(
+                "One picture of a finished generate or edit job, as stored",
+                {
+                    "200": {
+                        "description": "the picture",
+                        "content": {
+                            f"image/{fmt}": {"schema": BINARY} for fmt in ("png", "jpeg", "webp")
+                        },
+                    }
+                },
+            ),
+        },
     }
 
 
@@ -273,6 +225,8 @@ def build_spec() -> dict[str, Any]:
                 "ErrorDetail": ERROR_DETAIL,
                 "Image": IMAGE,
                 "SubmitJob": SUBMIT,
+                "GenerateJob": GENERATE,
+                "EditJob": EDIT,
                 "Delta": DELTA,
             },
         },

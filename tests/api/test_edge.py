@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import requests
 
 from tests.api.conftest import ApiStack, job
@@ -82,10 +83,32 @@ def test_openapi_document_and_docs_page(api_stack: ApiStack) -> None:
     c = api_stack.client("edge")
     spec = c.get("/openapi.json").json()
     assert spec["openapi"] == "3.1.0"
-    assert {"/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events"} <= set(
-        spec["paths"]
-    )
+    assert {"/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/events",
+            "/v1/images/generations", "/v1/images/edits",
+            "/v1/jobs/{job_id}/images/{index}"} == set(spec["paths"]) - {"/healthz", "/readyz"}  # fmt: skip
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     page = c.get("/docs")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "/v1/jobs/{job_id}/events" in page.text and "<script" not in page.text
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/images/edits"])
+@pytest.mark.parametrize(
+    "part",
+    [
+        b'Content-Disposition: form-data; name="\xf2\x8c\x9b\x9d\x0c"\r\n\r\n1',  # bad header
+        b'Content-Disposition: form-data; name="prompt"\r\n'
+        b"Content-Transfer-Encoding: rot13\r\n\r\nx",  # an encoding nobody knows
+    ],
+    ids=["header", "encoding"],
+)
+def test_a_malformed_multipart_part_is_the_callers_400(
+    api_stack: ApiStack, path: str, part: bytes
+) -> None:
+    c = api_stack.client("edge")
+    body = b"--b\r\n" + part + b'\r\n--b\r\nContent-Disposition: form-data; name="prompt"'
+    body += b"\r\n\r\nx\r\n--b--\r\n"
+    resp = c.post(path, data=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["code"] == "invalid_job"
+    assert "multipart" in resp.json()["error"]["message"]

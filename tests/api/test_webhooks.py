@@ -93,6 +93,29 @@ def test_a_webhook_is_signed_retried_and_delivered_once(
     assert doc["job_id"] == "wh-2" and doc["error"]["code"] == "cancelled"
 
 
+def test_picture_jobs_call_back_too(api_stack: ApiStack, receiver: Receiver) -> None:
+    receiver.fail_first = 0
+    c = api_stack.client("hooked")
+    secret = api_stack.webhook_secrets["hooked"].encode()
+    body = {"prompt": "a kite", "size": "1024x1024", "quality": "low", "job_id": "wh-gen",
+            "callback_url": receiver.url}  # fmt: skip
+    resp = c.post("/v1/images/generations", json=body)
+    assert resp.status_code == 202, resp.text
+    assert wait_done(c, "wh-gen")["status"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while not receiver.seen and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (headers, raw), *more = receiver.seen
+    assert not more
+    assert verify(secret, raw, headers["imgq-signature"])
+    doc = json.loads(raw)["job"]
+    assert doc["job_id"] == "wh-gen" and doc["status"] == "succeeded" and len(doc["images"]) == 1
+    for url in ("http://169.254.169.254/latest/meta-data", "ftp://example.com/x", 7):
+        refused = c.post("/v1/images/generations", json={"prompt": "x", "callback_url": url})
+        assert refused.status_code == 400, (url, refused.text)
+        assert "callback_url" in refused.json()["error"]["message"]
+
+
 def test_callback_urls_pass_the_ssrf_guard_at_submit(api_stack: ApiStack) -> None:
     c = api_stack.client("hooked")
     for url in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.7/hook",
