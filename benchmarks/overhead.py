@@ -448,6 +448,12 @@ def report(plan: Plan, quick: bool, pipe: dict[str, Any], clients: list[dict[str
         "events in Redis, the fleet limiter, image preparation, metrics). Worker CPU is the "
         "worker process's own (`/proc`), per job.",
         "",
+        f"imgq vs the *call* row: {paired(pipe['rate']['imgq'], pipe['rate']['call']):.2f}x "
+        f"(median of per-run ratios). The *call* row ({vs_noop['call']:.2f}x here) bounds any "
+        "design that makes one SDK call per Celery task on this machine: the throughput target "
+        "asks imgq to come within "
+        f"{THROUGHPUT_TARGET / vs_noop['call']:.0%} of it with all of its own work.",
+        "",
         f"**Added latency at light load** ({plan.latency_samples} jobs, one at a time, 50 ms apart)",
         "",
         "| measure | p50 | p99 |",

@@ -19,7 +19,7 @@ from PIL import Image
 from pydantic import SecretStr
 
 from producer.client import AsyncClient
-from shared.errors import ImageTooLargeError
+from shared.errors import ImageTooLargeError, ImgqError
 from shared.jobstate import load_spec
 from shared.settings import Settings
 from tests.conftest import Sim
@@ -51,6 +51,38 @@ def _huge_canvas_png() -> bytes:
     return buf.getvalue()
 
 
+def _prepare(
+    redis_url: str, sim: Sim, image: bytes, **settings: Any
+) -> tuple[int, ImgqError | None]:
+    """Submit ``image`` in a job and prepare it as a worker does: the executor hops it took,
+    and the job's error if preparing failed."""
+    s = Settings(
+        redis_url=redis_url, openai_base_url=sim.base_url, openai_api_key=SecretStr("sk-t"),
+        **settings,
+    )  # fmt: skip
+    runtime = WorkerRuntime(s, redis_url=redis_url)
+    executor = CountingExecutor()
+    try:
+        deps = dataclasses.replace(runtime.deps(), executor=executor)
+
+        async def prepare() -> None:
+            async with AsyncClient(s) as c:
+                job_id = await c.submit([image], "Describe.", dedup=False)
+            job = await load_spec(deps.redis, job_id)
+            assert job is not None
+            prepared = await prepare_job_images(job, deps)
+            assert len(prepared) == 1 and prepared[0].tokens > 0
+
+        try:
+            runtime.run(prepare(), timeout=60)
+        except ImgqError as exc:
+            return executor.submitted, exc
+        return executor.submitted, None
+    finally:
+        runtime.shutdown()
+        executor.shutdown()
+
+
 @pytest.mark.parametrize(
     ("image", "pool_calls"),
     [
@@ -61,29 +93,8 @@ def _huge_canvas_png() -> bytes:
 def test_where_images_are_prepared(
     redis_url: str, simulator: Sim, image: bytes, pool_calls: int
 ) -> None:
-    settings = Settings(
-        redis_url=redis_url, openai_base_url=simulator.base_url, openai_api_key=SecretStr("sk-t")
-    )
-    runtime = WorkerRuntime(settings, redis_url=redis_url)
-    executor = CountingExecutor()
-    try:
-        deps = dataclasses.replace(runtime.deps(), executor=executor)
-
-        async def prepare() -> int:
-            async with AsyncClient(settings) as c:
-                job_id = await c.submit([image], "Describe.", dedup=False)
-            job = await load_spec(deps.redis, job_id)
-            assert job is not None
-            prepared = await prepare_job_images(job, deps)
-            assert len(prepared) == 1 and prepared[0].tokens > 0
-            return len(image)
-
-        size = runtime.run(prepare(), timeout=60)
-    finally:
-        runtime.shutdown()
-        executor.shutdown()
-    assert (size <= INLINE_IMAGE_BYTES) == (pool_calls == 0)
-    assert executor.submitted == pool_calls
+    assert (len(image) <= INLINE_IMAGE_BYTES) == (pool_calls == 0)
+    assert _prepare(redis_url, simulator, image) == (pool_calls, None)
 
 
 def test_a_tiny_file_with_a_huge_canvas_is_refused_before_any_decode(
@@ -91,27 +102,6 @@ def test_a_tiny_file_with_a_huge_canvas_is_refused_before_any_decode(
 ) -> None:
     data = _huge_canvas_png()
     assert len(data) <= INLINE_IMAGE_BYTES and INLINE_DECODE_BYTES < 8000 * 8000
-    settings = Settings(
-        redis_url=redis_url,
-        openai_base_url=simulator.base_url,
-        openai_api_key=SecretStr("sk-t"),
-        decode_budget_bytes=64 * 2**20,
-    )
-    runtime = WorkerRuntime(settings, redis_url=redis_url)
-    executor = CountingExecutor()
-    try:
-        deps = dataclasses.replace(runtime.deps(), executor=executor)
-
-        async def prepare() -> None:
-            async with AsyncClient(settings) as c:
-                job_id = await c.submit([data], "Describe.", dedup=False)
-            job = await load_spec(deps.redis, job_id)
-            assert job is not None
-            await prepare_job_images(job, deps)
-
-        with pytest.raises(ImageTooLargeError):
-            runtime.run(prepare(), timeout=60)
-    finally:
-        runtime.shutdown()
-        executor.shutdown()
-    assert executor.submitted == 0  # priced from its header on the loop; never decoded
+    hops, error = _prepare(redis_url, simulator, data, decode_budget_bytes=64 * 2**20)
+    assert isinstance(error, ImageTooLargeError)
+    assert hops == 0  # priced from its header on the loop; never decoded
