@@ -57,6 +57,7 @@ MiB = 1024 * 1024
 MAX_MODEL_NAME_CHARS = 200
 # Prompts larger than this are scanned and tokenised on a thread, not on the caller's loop.
 TOKENISE_OFF_LOOP_BYTES = 64 * 1024
+INLINE_HEADER_BYTES = 64 * 1024  # uploads up to this size have their header read on the loop
 # Chat framing OpenAI adds around a prompt (3 per message + 3 for the reply), a safe upper bound.
 _FRAMING_TOKENS = 16
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -311,7 +312,10 @@ class UploadBudget:
     async def add(self, data: bytes) -> tuple[int, int]:
         """Check one upload; returns its (width, height). Typed image errors on bad bytes."""
         self.add_bytes(len(data))
-        w, h = await asyncio.to_thread(_header_size, data, self.limits.image_policy)
+        if len(data) <= INLINE_HEADER_BYTES:  # a thread hop costs more than a small header
+            w, h = _header_size(data, self.limits.image_policy)
+        else:
+            w, h = await asyncio.to_thread(_header_size, data, self.limits.image_policy)
         self.pixels += w * h
         cap = self.limits.max_job_pixels
         if self.pixels > cap:
