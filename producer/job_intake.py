@@ -17,7 +17,6 @@ from shared import errors
 from shared.admission import (
     MAX_MODEL_NAME_CHARS,
     AdmissionLimits,
-    UploadBudget,
     admit_request,
     check_metadata,
 )
@@ -28,6 +27,7 @@ from shared.jobs import ErrorInfo, ImageSpec, Job, Result
 from shared.redact import redact_source
 from shared.settings import Settings
 from shared.storage import ImageStore, JobEvents, ResultStore
+from shared.upload_budget import UploadBudget
 
 
 def describe_source(value: ImageLike) -> str | None:

@@ -46,7 +46,6 @@ from shared.errors import (
     JobTooLargeError,
     UnsupportedByModelError,
 )
-from shared.images.decode import open_image
 from shared.images.policy import DEFAULT_MAX_PIXELS, ImagePolicy
 from shared.prompt_guard import check_prompt
 
@@ -57,7 +56,6 @@ MiB = 1024 * 1024
 MAX_MODEL_NAME_CHARS = 200
 # Prompts larger than this are scanned and tokenised on a thread, not on the caller's loop.
 TOKENISE_OFF_LOOP_BYTES = 64 * 1024
-INLINE_HEADER_BYTES = 64 * 1024  # uploads up to this size have their header read on the loop
 # Chat framing OpenAI adds around a prompt (3 per message + 3 for the reply), a safe upper bound.
 _FRAMING_TOKENS = 16
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -97,7 +95,7 @@ class AdmissionLimits:
         return ImagePolicy(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
 
 
-def _too_large(code: str, message: str) -> JobTooLargeError:
+def job_too_large(code: str, message: str) -> JobTooLargeError:
     return JobTooLargeError(message, code=code)
 
 
@@ -111,13 +109,13 @@ def _check_json(value: object, what: str, code: str, max_bytes: int, max_depth: 
         if isinstance(item, dict | list | tuple):
             depth += 1
             if depth > max_depth:
-                raise _too_large(
+                raise job_too_large(
                     code, f"{what} is nested more than {max_depth} levels deep ({setting}_DEPTH)"
                 )
             # Every member costs at least 2 bytes of JSON: a count past this is over the size.
             nodes += len(item)
             if nodes * 2 > max_bytes:
-                raise _too_large(
+                raise job_too_large(
                     code, f"{what} is over {max_bytes} bytes as JSON ({setting}_BYTES)"
                 )
             if isinstance(item, dict):
@@ -133,7 +131,7 @@ def _check_json(value: object, what: str, code: str, max_bytes: int, max_depth: 
     except ValueError as exc:  # NaN / Infinity are not JSON
         raise InvalidJobError(f"{what} must be JSON data ({exc})") from None
     if size > max_bytes:
-        raise _too_large(
+        raise job_too_large(
             code, f"{what} is {size} bytes as JSON; at most {max_bytes} ({setting}_BYTES)"
         )
     return size
@@ -208,7 +206,7 @@ def check_model(
 def check_output_tokens(spec: ModelSpec, model: str, max_output_tokens: int) -> None:
     top = spec.max_output_tokens
     if top is not None and max_output_tokens > top:
-        raise _too_large(
+        raise job_too_large(
             "max_output_tokens_too_large",
             f"max_output_tokens={max_output_tokens} is over {model}'s maximum of {top}",
         )
@@ -224,7 +222,7 @@ async def check_prompt_fits(
     # A character is at least one UTF-8 byte: no need to encode a prompt that is obviously over.
     n_bytes = len(prompt) if len(prompt) > cap else len(prompt.encode("utf-8", "surrogatepass"))
     if n_bytes > cap:
-        raise _too_large(
+        raise job_too_large(
             "prompt_too_large",
             f"the prompt is over {cap} bytes (IMGQ_MAX_PROMPT_BYTES); send long documents as"
             " several jobs",
@@ -240,7 +238,7 @@ async def check_prompt_fits(
     if window is None or tokens is None:
         return
     if tokens + _FRAMING_TOKENS + max_output_tokens > window:
-        raise _too_large(
+        raise job_too_large(
             "context_length_exceeded",
             f"the prompt is {tokens} tokens; with max_output_tokens={max_output_tokens} it does"
             f" not fit {model}'s context window of {window} tokens (images add more)",
@@ -277,7 +275,7 @@ async def admit_request(
     if n_images < 1:
         raise InvalidJobError("a job needs at least one image")
     if n_images > limits.max_images:
-        raise _too_large(
+        raise job_too_large(
             "too_many_images",
             f"{n_images} images in one job; at most {limits.max_images} (IMGQ_MAX_IMAGES_PER_JOB)",
         )
@@ -288,56 +286,8 @@ async def admit_request(
     return spec
 
 
-class UploadBudget:
-    """The uploaded images of one job: each sniffed and its header read (never decoded), and
-    their bytes and pixels summed against the job's caps. Nothing is stored here.
-    """
-
-    def __init__(self, limits: AdmissionLimits) -> None:
-        self.limits = limits
-        self.bytes = 0
-        self.pixels = 0
-
-    def add_bytes(self, n: int) -> None:
-        """Count ``n`` more bytes (call before reading the next upload, to stop early)."""
-        self.bytes += n
-        cap = self.limits.max_job_input_bytes
-        if self.bytes > cap:
-            raise _too_large(
-                "job_input_too_large",
-                f"the job's uploaded images are over {cap / MiB:.0f} MiB in total"
-                " (IMGQ_MAX_JOB_INPUT_BYTES)",
-            )
-
-    async def add(self, data: bytes) -> tuple[int, int]:
-        """Check one upload; returns its (width, height). Typed image errors on bad bytes."""
-        self.add_bytes(len(data))
-        if len(data) <= INLINE_HEADER_BYTES:  # a thread hop costs more than a small header
-            w, h = _header_size(data, self.limits.image_policy)
-        else:
-            w, h = await asyncio.to_thread(_header_size, data, self.limits.image_policy)
-        self.pixels += w * h
-        cap = self.limits.max_job_pixels
-        if self.pixels > cap:
-            raise _too_large(
-                "job_pixels_too_large",
-                f"the job's uploaded images add up to over {cap / 1e6:.0f} MP"
-                " (IMGQ_MAX_JOB_PIXELS)",
-            )
-        return w, h
-
-
-def _header_size(data: bytes, policy: ImagePolicy) -> tuple[int, int]:
-    opened = open_image(data, policy)  # magic bytes, then Pillow's lazy open: header only
-    try:
-        return opened.image.size
-    finally:
-        opened.image.close()
-
-
 __all__ = [
     "AdmissionLimits",
-    "UploadBudget",
     "admit_request",
     "check_json_schema",
     "check_metadata",
