@@ -99,7 +99,11 @@ def test_batch_completes_with_each_line_answered_about_its_own_image(bsim: Sim) 
     b = _start(client, lines, metadata={"imgq_batch_id": "b1"})
     assert b.status == "validating" and b.metadata == {"imgq_batch_id": "b1"}
     done, seen = _wait(client, b.id)
-    assert seen[-1] == "completed" and "in_progress" in seen
+    # Polling may miss a short state on a loaded machine; what was seen is in the API's order,
+    # and the timestamps show every state was passed through.
+    order = ["validating", "in_progress", "finalizing", "completed"]
+    assert seen[-1] == "completed" and seen == sorted(seen, key=order.index)
+    assert done.created_at <= done.in_progress_at <= done.finalizing_at <= done.completed_at
     assert done.request_counts.total == 6 and done.request_counts.completed == 6
     assert done.error_file_id is None
     out = _read(client, done.output_file_id)
