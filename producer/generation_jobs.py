@@ -13,11 +13,11 @@ and masks that are not PNG with alpha at the image's size (``invalid_image``).
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from producer.submit_request import ImageLike, describe_source
 from shared import errors
 from shared.catalogue import default_catalogue
 from shared.generation import (
@@ -35,7 +35,6 @@ from shared.prompt_guard import check_prompt
 from shared.settings import Settings
 from shared.storage import ImageStore
 
-ImageLike = str | bytes | os.PathLike[str]
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
@@ -58,13 +57,6 @@ def _read_input(value: ImageLike, settings: Settings, trusted: bool, what: str) 
             f"the {what} of an edit must be a file or bytes (uploaded), not a URL or s3:// object"
         )
     return src.data
-
-
-def _describe(value: ImageLike) -> str | None:
-    if isinstance(value, bytes):
-        return None
-    text = os.fspath(value)
-    return text if len(text) < 2048 and not text.startswith("data:") else None
 
 
 def _check_responses_model(model: str, edit: bool) -> None:
@@ -123,7 +115,7 @@ async def build_generation_job(
         if problem is not None:
             raise errors.InvalidImageError(f"{problem.param}: {problem.message}")
         for value, data in zip(images, datas, strict=True):
-            specs.append(ImageSpec(ref=await store.put(data), source=_describe(value)))
+            specs.append(ImageSpec(ref=await store.put(data), source=describe_source(value)))
         if mask_data is not None:
             mask_ref = await store.put(mask_data)
     try:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -45,12 +44,12 @@ from producer.http_events import (
     SseParser,
     StatusEvent,
 )
+from producer.submit_request import ImageLike
 from shared.errors import ImgqError
 from shared.images.formats import MIME, sniff
 from shared.jobs import Result
 from shared.loop_thread import LoopThread
 
-ImageLike = str | bytes | os.PathLike[str]
 # The API sends a keep-alive every 15 s on an event stream: a read silent this long is a dead one.
 EVENTS_READ_SECONDS = 45.0
 RECONNECT_PAUSE = 1.0  # the least time between two connections of one event stream

@@ -8,11 +8,10 @@ Recording the queued job and sending it stay with the client, which owns the con
 from __future__ import annotations
 
 import math
-import os
 import time
 
 from producer.generation_jobs import build_generation_job
-from producer.submit_request import ImageInput, ImageLike, SubmitRequest
+from producer.submit_request import ImageInput, SubmitRequest, describe_source
 from shared import errors
 from shared.admission import (
     MAX_MODEL_NAME_CHARS,
@@ -24,23 +23,9 @@ from shared.catalogue import catalogue_for
 from shared.generation import GenerationOptions
 from shared.images import BytesSource, S3Source, UrlSource, parse_source
 from shared.jobs import ErrorInfo, ImageSpec, Job, Result
-from shared.redact import redact_source
 from shared.settings import Settings
 from shared.storage import ImageStore, JobEvents, ResultStore
 from shared.upload_budget import UploadBudget
-
-
-def describe_source(value: ImageLike) -> str | None:
-    """How a result names an image: short text only, never bytes or a ``data:`` URL.
-
-    >>> describe_source("photos/cat.jpg"), describe_source(b"\\x89PNG"), describe_source("data:x")
-    ('photos/cat.jpg', None, None)
-    """
-    if isinstance(value, bytes):
-        return None
-    text = os.fspath(value)
-    # Echoed in results: never a URL's credentials or (presigned) query string (issue 11).
-    return redact_source(text) if len(text) < 2048 and not text.startswith("data:") else None
 
 
 async def build_job(

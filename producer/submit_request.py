@@ -14,10 +14,24 @@ from typing import Any
 from shared import errors
 from shared.generation import GenerationOptions, Kind
 from shared.jobs import Api, Priority, Route
+from shared.redact import redact_source
 from shared.tenant_ids import check_job_id, unscope
 from shared.vision_tokens import Detail
 
 ImageLike = str | bytes | os.PathLike[str]
+
+
+def describe_source(value: ImageLike) -> str | None:
+    """How a result names an image: short text only, never bytes or a ``data:`` URL.
+
+    >>> describe_source("photos/cat.jpg"), describe_source(b"\\x89PNG"), describe_source("data:x")
+    ('photos/cat.jpg', None, None)
+    """
+    if isinstance(value, bytes):
+        return None
+    text = os.fspath(value)
+    # Echoed in results: never a URL's credentials or (presigned) query string (issue 11).
+    return redact_source(text) if len(text) < 2048 and not text.startswith("data:") else None
 
 
 @dataclass
@@ -72,4 +86,4 @@ def check_request_id(req: SubmitRequest) -> None:
         )
 
 
-__all__ = ["ImageInput", "ImageLike", "SubmitRequest", "check_request_id"]
+__all__ = ["ImageInput", "ImageLike", "SubmitRequest", "check_request_id", "describe_source"]

@@ -28,7 +28,7 @@ from workers.deps import WorkerDeps
 from workers.images_step import prepare_job_images
 from workers.locks import Lease
 from workers.openai_call import ApiOutcome, call_openai, parse_structured_output
-from workers.stream_call import stream_job_call
+from workers.stream_call import job_call_args, stream_job_call
 
 INLINE_PROMPT_CHARS = 2048  # longer prompts are checked and tokenised on the executor
 T = TypeVar("T")
@@ -121,17 +121,7 @@ async def _call_with_retries(
     def _call() -> Awaitable[ApiOutcome]:
         if job.stream:  # issue 11: the same outcome, its text published as it comes
             return stream_job_call(deps, job, parts, result.attempts, observe)
-        return call_openai(
-            deps.client,
-            api=job.api,
-            model=job.model,
-            prompt=job.prompt,
-            images=parts,
-            max_output_tokens=job.max_output_tokens,
-            json_schema=job.json_schema,
-            timeout=deps.settings.request_timeout_seconds,
-            on_headers=observe,
-        )
+        return call_openai(deps.client, **job_call_args(deps, job, parts), on_headers=observe)
 
     def call() -> Awaitable[ApiOutcome]:
         seen_headers[0] = None

@@ -189,6 +189,19 @@ async def call_openai_stream(
     return ApiOutcome(text, answer.prompt_tokens, answer.completion_tokens, latency, headers)
 
 
+def job_call_args(deps: WorkerDeps, job: Job, images: Sequence[ImagePart]) -> dict[str, Any]:
+    """The call's arguments from the job, streamed or not (``call_openai``'s keywords)."""
+    return {
+        "api": job.api,
+        "model": job.model,
+        "prompt": job.prompt,
+        "images": images,
+        "max_output_tokens": job.max_output_tokens,
+        "json_schema": job.json_schema,
+        "timeout": deps.settings.request_timeout_seconds,
+    }
+
+
 async def stream_job_call(
     deps: WorkerDeps,
     job: Job,
@@ -203,13 +216,7 @@ async def stream_job_call(
     try:
         outcome = await call_openai_stream(
             deps.client,
-            api=job.api,
-            model=job.model,
-            prompt=job.prompt,
-            images=images,
-            max_output_tokens=job.max_output_tokens,
-            json_schema=job.json_schema,
-            timeout=deps.settings.request_timeout_seconds,
+            **job_call_args(deps, job, images),
             on_headers=on_headers,
             on_delta=publisher.add,
         )
