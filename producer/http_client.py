@@ -75,6 +75,16 @@ async def _api_error(resp: aiohttp.ClientResponse) -> ApiError:
                     str(err.get("message", resp.reason)), resp.headers.get("X-Request-Id"))  # fmt: skip
 
 
+def _parse(parser: SseParser, chunk: bytes, resp: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    try:
+        return parser.feed(chunk)
+    except EventStreamError as exc:
+        raise ApiError(
+            resp.status, "bad_event_stream", f"the event stream: {exc}",
+            resp.headers.get("X-Request-Id"),
+        ) from exc  # fmt: skip
+
+
 def _image(value: ImageLike) -> str:
     if isinstance(value, str) and value.startswith(("http://", "https://", "data:")):
         return value
@@ -194,18 +204,12 @@ class AsyncHttpClient:
                 if resp.status >= 400:
                     raise await _api_error(resp)
                 async for chunk in resp.content.iter_any():
-                    try:
-                        parsed = parser.feed(chunk)
-                    except EventStreamError as exc:
-                        raise ApiError(
-                            resp.status, "bad_event_stream", f"the event stream: {exc}",
-                            resp.headers.get("X-Request-Id"),
-                        ) from exc  # fmt: skip
-                    for name, data in parsed:
+                    for name, data in _parse(parser, chunk, resp):
                         for event in order.accept(name, data):
                             yield event
                     if order.done:
                         return
+                _parse(parser, b"", resp)  # an error held back from the last chunk
             # Ended before the final status: the API's time limit. A job deleted meanwhile
             # answers 404 on the next connection; a server ending streams at once is not
             # hammered.

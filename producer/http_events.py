@@ -51,7 +51,9 @@ class EventStreamError(ValueError):
 
 class SseParser:
     """Bytes in, ``(event type, data)`` out, per complete event (``EventStreamError`` past
-    ``max_event_chars`` in one event: memory stays bounded whatever the server sends)."""
+    ``max_event_chars`` in one event: memory stays bounded whatever the server sends). Events
+    completed before the oversized one in the same chunk are returned first; the error is
+    raised by the next ``feed``."""
 
     def __init__(self, max_event_chars: int | None = None) -> None:
         self._max = max_event_chars or MAX_EVENT_CHARS
@@ -61,13 +63,26 @@ class SseParser:
         self._started = False
         self._event = ""
         self._data: list[str] = []
+        self._broken: EventStreamError | None = None
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
+        if self._broken is not None:
+            raise self._broken
+        out: list[tuple[str, str]] = []
+        try:
+            self._parse(chunk, out)
+        except EventStreamError as exc:
+            if not out:
+                raise
+            self._broken = exc  # give the caller the complete events first
+            self._pending, self._data = "", []
+        return out
+
+    def _parse(self, chunk: bytes, out: list[tuple[str, str]]) -> None:
         self._pending += self._decoder.decode(chunk)
         if not self._started and self._pending:
             self._started = True
             self._pending = self._pending.removeprefix("\ufeff")  # the format allows one BOM
-        out: list[tuple[str, str]] = []
         start = 0
         for m in _LINE_END.finditer(self._pending):
             if m.group() == "\r" and m.end() == len(self._pending):
@@ -78,7 +93,6 @@ class SseParser:
         self._pending = self._pending[start:]
         if self._size + len(self._pending) > self._max:
             raise EventStreamError(f"an event of more than {self._max} characters")
-        return out
 
     def _line(self, line: str) -> tuple[str, str] | None:
         if not line:  # a blank line ends the event; one without data is no event

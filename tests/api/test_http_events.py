@@ -180,12 +180,18 @@ def test_the_parser_bounds_one_event_whatever_the_server_sends() -> None:
             parser.feed(b"data: " + b"y" * 20 + b"\n")
     with pytest.raises(EventStreamError):  # one line that never ends
         SseParser(max_event_chars=100).feed(b"data: " + b"z" * 200)
+    parser = SseParser(max_event_chars=100)  # an event, then too much, in one chunk
+    assert parser.feed(b"data: ok\n\ndata: " + b"w" * 200) == [("message", "ok")]
+    with pytest.raises(EventStreamError):  # held back until the event before it is given
+        parser.feed(b"")
 
 
 async def test_an_endless_event_fails_the_stream_with_a_typed_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(http_events, "MAX_EVENT_CHARS", 1000)
+    # Written in 7-byte pieces that a loaded machine may deliver as one chunk: the status
+    # completed in that chunk still reaches the caller before the error.
     endless = [[_sse("status", '{"job_id": "j", "status": "running"}'), b"data: " + b"a" * 5000]]
     async with _scripted(endless, []) as url, AsyncHttpClient(url, api_key="k") as c:
         got: list[JobEvent] = []
